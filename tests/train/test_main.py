@@ -1,0 +1,93 @@
+"""The main entry point end to end on the embedded data (tiny config), and exact resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_main(workdir, cache, *overrides, devices=1):
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  if devices > 1:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  cmd = [sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+         f'--workdir={workdir}', *overrides]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return proc
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def losses(workdir):
+  return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, cache):
+  workdir = tmp_path_factory.mktemp('straight')
+  run_main(workdir, cache)
+  return workdir
+
+
+def test_main_trains_logs_and_evaluates(straight):
+  rows = read_metrics(straight)
+  train_rows = [r for r in rows if 'train/loss' in r]
+  assert [r['step'] for r in train_rows] == [2, 4, 6]
+  for key in ('train/lr', 'train/temperature', 'train/examples_per_sec', 'train/grad_norm'):
+    assert all(np.isfinite(r[key]) for r in train_rows), key
+  assert train_rows[0]['train/lr'] > 0
+  with open(os.path.join(straight, 'eval', 'heldout.json')) as f:
+    ev = json.load(f)
+  assert ev['step'] == 6
+  for key in ('i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10'):
+    assert 0.0 <= ev[f'eval/retrieval/{key}'] <= 1.0
+  assert ev['eval/retrieval/i2t_r1'] <= ev['eval/retrieval/i2t_r5'] <= ev['eval/retrieval/i2t_r10']
+  assert 0.0 <= ev['eval/zeroshot/color_top1'] <= 1.0
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(straight))
+
+
+def test_half_then_resume_equals_straight(straight, tmp_path, cache):
+  run_main(tmp_path, cache, '--config.stop_at_step=3')
+  assert not os.path.exists(tmp_path / 'eval')
+  proc = run_main(tmp_path, cache)
+  assert 'Resumed from checkpoint at step 3' in proc.stderr
+  want, got = losses(straight), losses(tmp_path)
+  assert sorted(got) == [2, 3, 4, 6]
+  for step in (4, 6):
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-6)
+  with open(os.path.join(straight, 'eval', 'heldout.json')) as f:
+    a = json.load(f)
+  with open(os.path.join(tmp_path, 'eval', 'heldout.json')) as f:
+    b = json.load(f)
+  for k in a:
+    np.testing.assert_allclose(b[k], a[k], atol=1e-6, err_msg=k)
+
+
+def test_8_devices_match_1_device(straight, tmp_path, cache):
+  run_main(tmp_path, cache, devices=8)
+  want, got = losses(straight), losses(tmp_path)
+  for step in want:
+    np.testing.assert_allclose(got[step], want[step], rtol=2e-5)
+
+
+def test_bad_config_field_is_named(tmp_path, cache):
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+                         f'--workdir={tmp_path}', '--config.optimizer.name=sgdx'], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'config.optimizer.name' in proc.stderr and 'sgdx' in proc.stderr

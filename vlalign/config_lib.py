@@ -1,0 +1,127 @@
+"""Shared config defaults (one place) and validation before anything expensive starts."""
+
+import os
+import re
+from typing import Any
+
+import ml_collections
+
+from vlalign.models import two_tower
+
+OPTIMIZERS = ('adamw', 'lamb')
+DECAYS = ('cosine', 'linear', 'constant')
+LOSSES = ('softmax',)
+DATA_SOURCES = ('embedded',)
+
+
+def _data_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'source': 'embedded',
+      'cache_dir': os.environ.get('VLALIGN_DATA_DIR', os.path.expanduser('~/.cache/vlalign')),
+      'embedded': {'seed': 0, 'train_sizes': {'studio': 12000, 'sketch': 6000},
+                   'heldout_size': 1200, 'noise_fraction': 0.25, 'num_shards': 8,
+                   'vocab_size': 1000},
+      'global_batch': 256,
+      'image_size': 48,
+      'resize_size': 52,
+      'random_crop': True,
+      'flip': False,
+      'max_len': 32,
+      'shuffle_buffer': 4096,
+      'prefetch': 2,
+      'eval_batch': 250,
+  })
+
+
+def _model_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'image': {'name': 'vit', 'patch': 8, 'width': 128, 'depth': 4, 'num_heads': 4,
+                'mlp_ratio': 4.0, 'pool': 'cls', 'dropout': 0.0},
+      'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
+               'mlp_ratio': 4.0, 'dropout': 0.0},
+      'embed_dim': 128,
+      'temperature_init': 1.0,
+      'learn_temperature': True,
+      'compute_dtype': 'float32',
+      'remat': False,
+  })
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every knob with its default; recipe configs override fields of this (it is locked)."""
+  config = ml_collections.ConfigDict({
+      'seed': 0,
+      'total_steps': 1000,
+      # Stop this invocation after this step (0: run to total_steps); the schedule still
+      # follows total_steps, so a later start resumes exactly (used to test preemption).
+      'stop_at_step': 0,
+      'data': _data_defaults(),
+      'model': _model_defaults(),
+      'loss': {'name': 'softmax', 'label_smoothing': 0.1, 'reduction': 'sum'},
+      'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
+                    'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
+                    'eps': 1e-6, 'grad_clip': 1.0},
+      # Mesh axis sizes; -1 takes the remaining devices. The batch is split over `batch_axes`.
+      'mesh': {'data': -1},
+      'batch_axes': ('data',),
+      # (regex over '/'-joined parameter paths, PartitionSpec entries); unmatched -> replicated.
+      'partition_rules': (),
+      'log_every': 25,
+      'checkpoint_every': 200,
+      'keep_checkpoints': 3,
+      'eval_every': 0,
+      'evals': {'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
+  })
+  config.lock()
+  return config
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def _check(cond: bool, field: str, msg: str) -> None:
+  if not cond:
+    raise ConfigError(f'config.{field}: {msg}')
+
+
+def _check_choice(value: Any, field: str, choices) -> None:
+  _check(value in choices, field, f'{value!r} is not one of {sorted(choices)}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first bad field; call before building anything."""
+  _check(isinstance(config.total_steps, int) and config.total_steps > 0, 'total_steps',
+         f'must be a positive int, got {config.total_steps!r}')
+  _check(0 <= config.stop_at_step <= config.total_steps, 'stop_at_step',
+         f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
+  d, m, o = config.data, config.model, config.optimizer
+  _check_choice(d.source, 'data.source', DATA_SOURCES)
+  _check(d.global_batch > 0, 'data.global_batch', 'must be positive')
+  _check(d.resize_size >= d.image_size, 'data.resize_size',
+         f'{d.resize_size} is smaller than data.image_size={d.image_size}')
+  _check(d.max_len >= 3, 'data.max_len', 'must hold [CLS], a token and [SEP]')
+  _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
+  _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
+  _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
+  _check(d.image_size % m.image.patch == 0, 'model.image.patch',
+         f'{m.image.patch} does not divide data.image_size={d.image_size}')
+  _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
+  _check_choice(config.loss.name, 'loss.name', LOSSES)
+  _check_choice(config.loss.reduction, 'loss.reduction', ('sum', 'mean'))
+  _check(0.0 <= config.loss.label_smoothing < 1.0, 'loss.label_smoothing', 'must be in [0, 1)')
+  _check_choice(o.name, 'optimizer.name', OPTIMIZERS)
+  _check_choice(o.decay, 'optimizer.decay', DECAYS)
+  _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
+         f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
+  _check(o.lr > 0, 'optimizer.lr', 'must be positive')
+  for i, rule in enumerate(config.partition_rules):
+    _check(len(rule) == 2, f'partition_rules[{i}]', 'must be (regex, spec)')
+    try:
+      re.compile(rule[0])
+    except re.error as e:
+      raise ConfigError(f'config.partition_rules[{i}]: bad regex {rule[0]!r}: {e}') from e
+  for axis in config.batch_axes:
+    _check(axis in config.mesh, 'batch_axes', f'axis {axis!r} is not in config.mesh')
+  for name in config.evals.zeroshot:
+    _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))

@@ -1,0 +1,122 @@
+"""Per-host tf.data input: list files -> shard by process -> interleave -> shuffle -> parse ->
+decode + augment -> tokenize -> batch (this host's share of the global batch) -> prefetch.
+
+Determinism and exact resume: the record stream is a deterministic function of the seed
+(seeded file and record shuffles, deterministic interleave); each record carries its index
+in that stream and its augmentation is keyed on (seed, index). A run that consumed records
+[0, n) resumes by skipping n raw records, which costs reading, not decoding, them.
+"""
+
+import glob as globlib
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from vlalign.data import image_ops
+from vlalign.data.text import WordpieceTokenizer
+
+_FEATURES = {'image': tf.io.FixedLenFeature([], tf.string),
+             'text': tf.io.FixedLenFeature([], tf.string),
+             'id': tf.io.FixedLenFeature([], tf.string, default_value=b'')}
+
+
+def list_files(pattern: str) -> list[str]:
+  """Sorted shard paths matching a glob; error naming the pattern if there are none."""
+  files = sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(globlib.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f'no files match {pattern!r}')
+  return files
+
+
+def host_files(files: list[str], process_index: int, process_count: int) -> tuple[list[str], bool]:
+  """This host's files; returns (files, shard_examples) where shard_examples means every host
+  reads all files and keeps every process_count-th record (too few files to split)."""
+  if len(files) >= process_count:
+    return files[process_index::process_count], False
+  return files, True
+
+
+def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
+  """Endless deterministic stream of (index, serialized record) for this host."""
+  mine, shard_examples = host_files(files, process_index, process_count)
+  ds = tf.data.Dataset.from_tensor_slices(mine)
+  ds = ds.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(mine)), block_length=1,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if shard_examples:
+    ds = ds.shard(process_count, process_index)
+  if shuffle_buffer > 1:
+    ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+  return ds.enumerate()
+
+
+def _train_parse(cfg, tokenizer: WordpieceTokenizer, seed: int):
+  def parse(index, record):
+    ex = tf.io.parse_single_example(record, _FEATURES)
+    key = tf.stack([tf.cast(seed, tf.int64), index])
+    img = image_ops.train_view(image_ops.decode(ex['image']), key, resize=cfg.resize_size,
+                               crop=cfg.image_size, random_crop=cfg.random_crop, flip=cfg.flip)
+    img.set_shape([cfg.image_size, cfg.image_size, 3])
+    return {'image': img, 'tokens': tokenizer.tokenize(ex['text']), 'index': index}
+  return parse
+
+
+def train_dataset(cfg, files: list[str], tokenizer: WordpieceTokenizer, *, seed: int,
+                  start_index: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> tf.data.Dataset:
+  """Batched training input for this host, starting at raw record `start_index`."""
+  per_host = cfg.global_batch // process_count
+  ds = record_stream(files, seed=seed, shuffle_buffer=cfg.shuffle_buffer,
+                     process_index=process_index, process_count=process_count)
+  if start_index:
+    ds = ds.skip(start_index)
+  ds = ds.map(_train_parse(cfg, tokenizer, seed), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(per_host, drop_remainder=True)
+  return ds.prefetch(cfg.prefetch)
+
+
+class TrainIterator:
+  """NumPy batches plus the raw-record position to resume from."""
+
+  def __init__(self, cfg, files, tokenizer, *, seed: int, start_index: int = 0,
+               process_index: int = 0, process_count: int = 1):
+    self.position = start_index
+    ds = train_dataset(cfg, files, tokenizer, seed=seed, start_index=start_index,
+                       process_index=process_index, process_count=process_count)
+    self._it = ds.as_numpy_iterator()
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._it)
+    self.position = int(batch.pop('index').max()) + 1
+    return batch
+
+
+def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
+                  extra_int_lists=('colors', 'shapes', 'sizes')) -> dict[str, np.ndarray]:
+  """Whole eval split in memory: images (eval view), tokens, texts, ids, num_objects and,
+  for single-valued attributes, the first entry of each int list (or -1)."""
+  spec = dict(_FEATURES)
+  spec['num_objects'] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
+  for name in extra_int_lists:
+    spec[name] = tf.io.VarLenFeature(tf.int64)
+
+  def parse(record):
+    ex = tf.io.parse_single_example(record, spec)
+    out = {'image': image_ops.eval_view(image_ops.decode(ex['image']), resize=cfg.resize_size,
+                                        crop=cfg.image_size),
+           'tokens': tokenizer.tokenize(ex['text']), 'text': ex['text'], 'id': ex['id'],
+           'num_objects': ex['num_objects']}
+    for name in extra_int_lists:
+      dense = tf.sparse.to_dense(ex[name], default_value=-1)
+      out[name] = tf.concat([dense, [-1]], axis=0)[0]
+    return out
+
+  ds = tf.data.TFRecordDataset(list_files(pattern)).map(parse).batch(1024)
+  parts = list(ds.as_numpy_iterator())
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,66 @@
+"""Evaluator on the embedded held-out split: retrieval and attribute zero-shot classification."""
+
+import logging
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlalign.data import pipeline
+from vlalign.data.embedded import generator
+from vlalign.evaluate import metrics as metrics_lib
+
+
+def batched_apply(fn: Callable, data: np.ndarray, batch: int) -> np.ndarray:
+  """Applies a jitted fn over fixed-size batches (last one padded), concatenating results."""
+  outs = []
+  for start in range(0, len(data), batch):
+    chunk = data[start:start + batch]
+    pad = batch - len(chunk)
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    outs.append(np.asarray(fn(chunk))[:batch - pad])
+  return np.concatenate(outs)
+
+
+class HeldoutEvaluator:
+  """Embeds the held-out split with the current parameters and reports eval/* metrics."""
+
+  def __init__(self, config, model, tokenizer, heldout_pattern: str):
+    self.config = config
+    self.data = pipeline.load_eval_set(heldout_pattern, config.data, tokenizer)
+    self.prompts = generator.load_prompts()
+    self.tokenizer = tokenizer
+    self.batch = config.data.eval_batch
+    self._img = jax.jit(lambda p, x: model.apply({'params': p}, x, method='encode_image'))
+    self._txt = jax.jit(lambda p, t: model.apply({'params': p}, t, method='encode_text'))
+
+  def _prompt_tokens(self, attribute: str) -> tuple[np.ndarray, int, int]:
+    entry = self.prompts[attribute]
+    texts = [t.format(c) for c in entry['classes'] for t in entry['templates']]
+    tokens = np.asarray(self.tokenizer.tokenize(np.array(texts, dtype=object)))
+    return tokens, len(entry['classes']), len(entry['templates'])
+
+  def run(self, params: Any) -> dict[str, float]:
+    """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*)."""
+    t0 = time.time()
+    img = batched_apply(lambda x: self._img(params, x), self.data['image'], self.batch)
+    txt = batched_apply(lambda t: self._txt(params, t), self.data['tokens'], self.batch)
+    out = {}
+    if self.config.evals.retrieval:
+      out.update({f'eval/retrieval/{k}': v
+                  for k, v in metrics_lib.retrieval_metrics(img, txt).items()})
+    single = self.data['num_objects'] == 1
+    for attribute in self.config.evals.zeroshot:
+      tokens, n_cls, n_tpl = self._prompt_tokens(attribute)
+      emb = batched_apply(lambda t: self._txt(params, t), tokens, self.batch)
+      cls = metrics_lib.class_embeddings(emb.reshape(n_cls, n_tpl, -1))
+      labels = self.data[_PLURAL[attribute]][single]
+      out[f'eval/zeroshot/{attribute}_top1'] = metrics_lib.topk_accuracy(img[single], cls, labels)
+    logging.info('held-out eval on %d pairs took %.1fs', len(img), time.time() - t0)
+    return out
+
+
+_PLURAL = {'color': 'colors', 'shape': 'shapes', 'size': 'sizes'}

@@ -1,0 +1,40 @@
+"""Retrieval and zero-shot metrics on embeddings (NumPy, exact)."""
+
+from typing import Sequence
+
+import numpy as np
+
+
+def recall_at_k(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """R@K for a square query x candidate similarity matrix whose match is on the diagonal.
+
+  A query is a hit at K when fewer than K candidates score strictly higher than its match.
+  """
+  sim = np.asarray(sim, np.float64)
+  pos = np.diag(sim)[:, None]
+  rank = (sim > pos).sum(axis=1)
+  return {f'r{k}': float((rank < k).mean()) for k in ks}
+
+
+def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray,
+                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+  """i2t_r{k} and t2i_r{k} for paired rows of normalised embeddings, plus rsum (in percent)."""
+  sim = np.asarray(image_emb, np.float32) @ np.asarray(text_emb, np.float32).T
+  out = {f'i2t_{k}': v for k, v in recall_at_k(sim, ks).items()}
+  out.update({f't2i_{k}': v for k, v in recall_at_k(sim.T, ks).items()})
+  out['rsum'] = 100.0 * sum(out.values())
+  return out
+
+
+def class_embeddings(prompt_emb: np.ndarray) -> np.ndarray:
+  """[classes, templates, d] normalised prompt embeddings -> [classes, d] ensemble (mean, renormalised)."""
+  mean = prompt_emb.mean(axis=1)
+  return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
+
+
+def topk_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray,
+                  k: int = 1) -> float:
+  """Fraction of images whose label is among the k classes of highest similarity."""
+  scores = np.asarray(image_emb) @ np.asarray(class_emb).T
+  topk = np.argsort(-scores, axis=1, kind='stable')[:, :k]
+  return float((topk == np.asarray(labels)[:, None]).any(axis=1).mean())

@@ -1,0 +1,61 @@
+"""Softmax contrastive loss over the global batch, computed shard by shard.
+
+Each device holds b local rows of each modality. It all-gathers the other modality's
+B = D * b columns and multiplies its local rows by them, so its logits are b x B; the
+positive of local row i on device r is global column r * b + i. The B x B matrix never
+exists on one device. Gradients flow through the gather by autodiff (its transpose is a
+reduce-scatter).
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec as P
+
+
+def _smoothed_ce(logits: jnp.ndarray, positives: jnp.ndarray, smoothing: float) -> jnp.ndarray:
+  """Per-row cross-entropy against (1 - eps) one-hot + eps / B targets."""
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  pos = jnp.take_along_axis(logits, positives[:, None], axis=-1)[:, 0]
+  ce = lse - pos
+  if smoothing:
+    ce = lse - (1.0 - smoothing) * pos - smoothing * logits.mean(axis=-1)
+  return ce
+
+
+def local_softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, *,
+                              axis_name, label_smoothing: float = 0.0,
+                              reduction: str = 'sum') -> dict[str, jnp.ndarray]:
+  """Body run on each device inside shard_map; returns replicated scalar losses."""
+  b = x.shape[0]
+  x_all = jax.lax.all_gather(x, axis_name, tiled=True)
+  y_all = jax.lax.all_gather(y, axis_name, tiled=True)
+  big_b = x_all.shape[0]
+  positives = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
+  x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
+  logits_i2t = scale * x32 @ y_all.astype(jnp.float32).T
+  logits_t2i = scale * y32 @ x_all.astype(jnp.float32).T
+  ce_i2t = _smoothed_ce(logits_i2t, positives, label_smoothing)
+  ce_t2i = _smoothed_ce(logits_t2i, positives, label_smoothing)
+  i2t = jax.lax.psum(ce_i2t.sum(), axis_name) / big_b
+  t2i = jax.lax.psum(ce_t2i.sum(), axis_name) / big_b
+  acc_i2t = jax.lax.psum((logits_i2t.argmax(-1) == positives).sum(), axis_name) / big_b
+  acc_t2i = jax.lax.psum((logits_t2i.argmax(-1) == positives).sum(), axis_name) / big_b
+  total = i2t + t2i if reduction == 'sum' else 0.5 * (i2t + t2i)
+  return {'loss': total, 'loss/i2t': i2t, 'loss/t2i': t2i,
+          'accuracy/i2t': acc_i2t, 'accuracy/t2i': acc_t2i}
+
+
+def softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, mesh: Mesh, *,
+                        batch_axes: Sequence[str] = ('data',), label_smoothing: float = 0.0,
+                        reduction: str = 'sum') -> dict[str, jnp.ndarray]:
+  """Symmetric contrastive loss of normalised embeddings x, y [B, d] sharded on batch_axes."""
+  if reduction not in ('sum', 'mean'):
+    raise ValueError(f'loss.reduction must be "sum" or "mean", got {reduction!r}')
+  axes = tuple(batch_axes)
+  axis_name = axes if len(axes) > 1 else axes[0]
+  body = lambda a, b, s: local_softmax_contrastive(
+      a, b, s, axis_name=axis_name, label_smoothing=label_smoothing, reduction=reduction)
+  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P()), out_specs=P())
+  return fn(x, y, scale)

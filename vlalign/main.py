@@ -1,0 +1,46 @@
+"""Entry point: python -m vlalign.main --config=configs/demo.py --workdir=DIR.
+
+Config files are Python and run as code: only load configs you trust.
+"""
+
+import os
+import pathlib
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEMO = str(pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'demo.py')
+
+config_flags.DEFINE_config_file('config', _DEMO, 'Config file (`path.py` or `path.py:arg`).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and evals go '
+                    '(default: workdirs/<config name>).')
+flags.DEFINE_string('coordinator', None, 'host:port of process 0 for multi-process runs.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-process run.')
+flags.DEFINE_integer('process_id', None, 'This process index in a multi-process run.')
+FLAGS = flags.FLAGS
+
+
+def _maybe_init_distributed() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.num_processes and FLAGS.num_processes > 1:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
+  _maybe_init_distributed()
+  from vlalign import train  # pylint: disable=g-import-not-at-top
+  name = pathlib.Path(FLAGS['config'].config_filename.split(':')[0]).stem
+  workdir = FLAGS.workdir or os.path.join('workdirs', name)
+  os.makedirs(workdir, exist_ok=True)
+  logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
+  train.train_and_evaluate(FLAGS.config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

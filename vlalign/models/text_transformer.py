@@ -1,0 +1,38 @@
+"""BERT-style bidirectional text tower with [CLS] pooling (small, pre-LN)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vlalign.models.vit import Encoder
+
+Dtype = Any
+
+
+class TextTransformer(nn.Module):
+  """Token + position embeddings, padding-masked encoder, [CLS] (position 0) output."""
+  vocab_size: int
+  max_len: int = 32
+  width: int = 256
+  depth: int = 4
+  num_heads: int = 4
+  mlp_ratio: float = 4.0
+  pad_id: int = 0
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if tokens.shape[1] > self.max_len:
+      raise ValueError(f'text length {tokens.shape[1]} exceeds model.text.max_len={self.max_len}')
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
+                 name='token_embed')(tokens).astype(self.dtype)
+    pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, self.max_len, self.width))
+    x = x + pos[:, :tokens.shape[1]].astype(self.dtype)
+    valid = tokens != self.pad_id
+    mask = nn.make_attention_mask(valid, valid)
+    x = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
+                self.dropout, self.dtype, self.remat, name='encoder')(x, mask, train)
+    return x[:, 0]

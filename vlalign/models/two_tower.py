@@ -1,0 +1,73 @@
+"""Two-tower model composed from tower names in the config."""
+
+import math
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from vlalign.models.text_transformer import TextTransformer
+from vlalign.models.vit import ViT
+
+# Explicit name -> tower class tables (no import-time registration).
+IMAGE_TOWERS: Mapping[str, Callable[..., nn.Module]] = {'vit': ViT}
+TEXT_TOWERS: Mapping[str, Callable[..., nn.Module]] = {'transformer': TextTransformer}
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def l2_normalize(x: jnp.ndarray, eps: float = 1e-6) -> jnp.ndarray:
+  """Unit-L2 rows, computed in float32."""
+  x = x.astype(jnp.float32)
+  return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+class TwoTower(nn.Module):
+  """Image tower + text tower -> linear projections -> L2-normalised embeddings, log-scale."""
+  image_tower: nn.Module
+  text_tower: nn.Module
+  embed_dim: int
+  temperature_init: float = 1.0
+  learn_temperature: bool = True
+
+  def setup(self):
+    self.image = self.image_tower
+    self.text = self.text_tower
+    self.image_proj = nn.Dense(self.embed_dim, use_bias=False, name='image_proj')
+    self.text_proj = nn.Dense(self.embed_dim, use_bias=False, name='text_proj')
+    init = math.log(1.0 / self.temperature_init)
+    self.log_scale = self.param('log_scale', nn.initializers.constant(init), ())
+
+  def encode_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Normalised image embeddings [n, embed_dim] (float32)."""
+    return l2_normalize(self.image_proj(self.image(images, train=train)))
+
+  def encode_text(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Normalised text embeddings [n, embed_dim] (float32)."""
+    return l2_normalize(self.text_proj(self.text(tokens, train=train)))
+
+  def logit_scale(self) -> jnp.ndarray:
+    """s = 1 / temperature (float32); constant when the temperature is not learned."""
+    if self.learn_temperature:
+      return jnp.exp(self.log_scale.astype(jnp.float32))
+    return jnp.float32(1.0 / self.temperature_init)
+
+  def __call__(self, images, tokens, train: bool = False) -> dict[str, jnp.ndarray]:
+    return {'image': self.encode_image(images, train), 'text': self.encode_text(tokens, train),
+            'scale': self.logit_scale()}
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: int) -> TwoTower:
+  """Builds the two-tower model named by `config.model` (tower names checked by config_lib)."""
+  dtype = DTYPES[model_cfg.compute_dtype]
+  img_kwargs = dict(model_cfg.image)
+  img_name = img_kwargs.pop('name')
+  txt_kwargs = dict(model_cfg.text)
+  txt_name = txt_kwargs.pop('name')
+  image = IMAGE_TOWERS[img_name](dtype=dtype, remat=model_cfg.remat, **img_kwargs)
+  text = TEXT_TOWERS[txt_name](vocab_size=vocab_size, max_len=max_len, dtype=dtype,
+                               remat=model_cfg.remat,
+                               **txt_kwargs)
+  return TwoTower(image, text, model_cfg.embed_dim, model_cfg.temperature_init,
+                  model_cfg.learn_temperature)

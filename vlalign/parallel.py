@@ -1,0 +1,67 @@
+"""Device mesh, parameter partition rules and global-batch assembly."""
+
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(axes: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+  """Mesh over all devices with named axis sizes; one axis may be -1 (the rest)."""
+  devices = list(devices if devices is not None else jax.devices())
+  names, sizes = list(axes.keys()), list(axes.values())
+  if sizes.count(-1) > 1:
+    raise ValueError(f'config.mesh: at most one axis may be -1, got {dict(axes)}')
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f'config.mesh: {dict(axes)} does not divide {len(devices)} devices')
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f'config.mesh: {dict(zip(names, sizes))} needs {int(np.prod(sizes))} '
+                     f'devices but {len(devices)} are available')
+  return jax.make_mesh(tuple(sizes), tuple(names), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(names))
+
+
+def _path_str(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
+def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, tuple]]) -> Any:
+  """NamedSharding per leaf: first regex in `rules` matching its path, else replicated."""
+  compiled = [(re.compile(r), P(*spec)) for r, spec in rules]
+
+  def one(path, leaf):
+    name = _path_str(path)
+    for regex, spec in compiled:
+      if regex.search(name):
+        if len(spec) > len(getattr(leaf, 'shape', ())):
+          raise ValueError(f'partition rule {regex.pattern!r} -> {spec} has more axes than '
+                           f'{name} of shape {leaf.shape}')
+        return NamedSharding(mesh, spec)
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(one, abstract_tree)
+
+
+def batch_sharding(mesh: Mesh, batch_axes: Sequence[str]) -> NamedSharding:
+  """Sharding that splits the leading (batch) dimension over `batch_axes`."""
+  return NamedSharding(mesh, P(tuple(batch_axes)))
+
+
+def global_batch(local: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Global jax.Arrays assembled from this process's slice of the batch."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def check_batch(global_batch_size: int, mesh: Mesh, batch_axes: Sequence[str]) -> None:
+  """Clear error when the global batch does not split evenly over processes and devices."""
+  n = int(np.prod([mesh.shape[a] for a in batch_axes]))
+  if global_batch_size % n:
+    raise ValueError(f'config.data.global_batch={global_batch_size} is not divisible by the '
+                     f'{n} devices on mesh axes {tuple(batch_axes)}')
+  if global_batch_size % jax.process_count():
+    raise ValueError(f'config.data.global_batch={global_batch_size} is not divisible by '
+                     f'{jax.process_count()} processes')

@@ -1,0 +1,176 @@
+"""The one train loop: mesh, sharded state, jitted step, periodic logging/checkpoints/evals, resume."""
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel
+from vlalign.data import pipeline
+from vlalign.data.embedded import generator
+from vlalign.data.text import WordpieceTokenizer
+from vlalign.evaluate.heldout import HeldoutEvaluator
+from vlalign.losses import contrastive
+from vlalign.models import two_tower
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (all arrays, checkpointed as one pytree)."""
+  step: jnp.ndarray
+  params: Any
+  opt_state: Any
+  rng: jnp.ndarray
+
+
+def prepare_data(config: ml_collections.ConfigDict) -> dict:
+  """Makes sure the configured data exists; returns its paths (train glob list, heldout, vocab)."""
+  e = config.data.embedded
+  paths = generator.ensure_dataset(
+      os.path.join(config.data.cache_dir, 'embedded'), seed=e.seed, train_sizes=dict(e.train_sizes),
+      heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
+      vocab_size=e.vocab_size)
+  files = sorted(f for pattern in paths['train'].values() for f in pipeline.list_files(pattern))
+  return {'train_files': files, 'heldout': paths['heldout'], 'vocab': paths['vocab']}
+
+
+def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
+  """Sharded initial state built by jit(init, out_shardings) from its abstract shape."""
+  d = config.data
+  images = jnp.zeros((1, d.image_size, d.image_size, 3), jnp.float32)
+  tokens = jnp.zeros((1, d.max_len), jnp.int32)
+
+  def init_fn(seed):
+    params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init({'params': params_rng}, images, tokens)['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=step_rng)
+
+  abstract = jax.eval_shape(init_fn, config.seed)
+  shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
+  state = jax.jit(init_fn, static_argnums=0, out_shardings=shardings)(config.seed)
+  return state, shardings
+
+
+def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
+  """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
+  loss_cfg = config.loss
+
+  def loss_fn(params, batch, rng):
+    out = model.apply({'params': params}, batch['image'], batch['tokens'], train=True,
+                      rngs={'dropout': rng})
+    losses = contrastive.softmax_contrastive(
+        out['image'], out['text'], out['scale'], mesh, batch_axes=config.batch_axes,
+        label_smoothing=loss_cfg.label_smoothing, reduction=loss_cfg.reduction)
+    return losses['loss'], (losses, out['scale'])
+
+  def step_fn(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (_, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {f'train/{k}': v for k, v in losses.items()}
+    metrics.update({'train/grad_norm': optax.global_norm(grads),
+                    'train/param_norm': optax.global_norm(params),
+                    'train/lr': lr_fn(state.step), 'train/temperature': 1.0 / scale})
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(step_fn, in_shardings=(state_shardings, {'image': batch_sharding,
+                                                          'tokens': batch_sharding}),
+                 out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def _abstract(state, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      state, shardings)
+
+
+def _log(writer, progress, step, metrics, batch_size) -> dict[str, float]:
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not all(math.isfinite(v) for v in scalars.values()):
+    raise FloatingPointError(f'non-finite metrics at step {step}: {scalars}; the last good '
+                             'checkpoint is kept in the workdir')
+  rate = progress.rate(step)
+  scalars.update({'train/steps_per_sec': rate, 'train/examples_per_sec': rate * batch_size})
+  writer.write_scalars(step, scalars)
+  logging.info('%s', progress.line(step, rate, scalars))
+  return scalars
+
+
+def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
+  results = evaluator.run(state.params)
+  writer.write_scalars(step, results)
+  writer.flush()
+  logging.info('eval at step %d: %s', step,
+               ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+    with open(os.path.join(workdir, 'eval', 'heldout.json'), 'w') as f:
+      json.dump({'step': step, **results}, f, indent=1)
+  return results
+
+
+def _restore(config, workdir, state, shardings):
+  manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'),
+                                    save_every=config.checkpoint_every,
+                                    keep=config.keep_checkpoints)
+  position = 0
+  restored = checkpoint.restore_latest(manager, _abstract(state, shardings))
+  if restored:
+    step0, state, data_pos = restored
+    position = int(data_pos['position'])
+    logging.info('Resumed from checkpoint at step %d (data position %d)', step0, position)
+  return manager, state, position
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
+  the final held-out metrics ({} when stopped early by config.stop_at_step)."""
+  config_lib.validate(config)
+  mesh = parallel.make_mesh(config.mesh)
+  parallel.check_batch(config.data.global_batch, mesh, config.batch_axes)
+  logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
+               jax.process_count())
+  paths = prepare_data(config)
+  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
+  tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
+  state, shardings = init_state(config, model, tx, mesh)
+  manager, state, position = _restore(config, workdir, state, shardings)
+  start = int(jax.device_get(state.step))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('model has %s parameters; training steps %d..%d', f'{n_params:,}', start,
+               config.total_steps)
+  batch_sh = parallel.batch_sharding(mesh, config.batch_axes)
+  train_step = make_train_step(config, model, tx, lr_fn, mesh, shardings, batch_sh)
+  it = pipeline.TrainIterator(config.data, paths['train_files'], tokenizer, seed=config.seed,
+                              start_index=position, process_index=jax.process_index(),
+                              process_count=jax.process_count())
+  evaluator = HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
+  writer = metrics_lib.make_writer(workdir)
+  progress = metrics_lib.Progress(config.total_steps, start)
+  last = config.stop_at_step or config.total_steps
+  try:
+    for step in range(start + 1, last + 1):
+      state, metrics = train_step(state, parallel.global_batch(next(it), batch_sh))
+      if step % config.log_every == 0 or step == last:
+        _log(writer, progress, step, metrics, config.data.global_batch)
+      checkpoint.save(manager, step, state, {'position': it.position}, force=step == last)
+      if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
+        _evaluate(evaluator, state, writer, workdir, step)
+    if last < config.total_steps:
+      logging.info('stopping at step %d as config.stop_at_step asks', last)
+      return {}
+    return _evaluate(evaluator, state, writer, workdir, config.total_steps)
+  finally:
+    manager.wait_until_finished()
+    writer.close()
