@@ -3,8 +3,11 @@
 Config files are Python and run as code: only load configs you trust.
 """
 
+import logging as pylogging
 import os
 import pathlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -21,6 +24,13 @@ flags.DEFINE_integer('process_id', None, 'This process index in a multi-process 
 FLAGS = flags.FLAGS
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO chatter of orbax (per-save details) from the console; warnings pass."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+
+
 def _maybe_init_distributed() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.num_processes and FLAGS.num_processes > 1:
@@ -31,6 +41,8 @@ def _maybe_init_distributed() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
+    handler.addFilter(_QuietLibraries())
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
   _maybe_init_distributed()

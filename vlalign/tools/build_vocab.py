@@ -1,0 +1,68 @@
+"""Learns a WordPiece vocabulary from the `text` feature of TFRecord shards.
+
+python -m vlalign.tools.build_vocab --input='DIR/train/*.tfrecord' --output=vocab.txt [--vocab_size=1000]
+"""
+
+import glob
+import logging
+import time
+from typing import Iterable
+
+import tensorflow as tf
+from absl import app, flags
+from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
+
+RESERVED = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
+
+
+def learn_vocab(texts: Iterable[str] | tf.data.Dataset, vocab_size: int,
+                lower_case: bool = True) -> list[str]:
+  """WordPiece vocabulary (reserved tokens first, no duplicates) learned by tensorflow-text."""
+  ds = texts if isinstance(texts, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(
+      list(texts))
+  vocab = bert_vocab.bert_vocab_from_dataset(
+      ds.batch(1024).prefetch(2), vocab_size=vocab_size, reserved_tokens=list(RESERVED),
+      bert_tokenizer_params={'lower_case': lower_case}, learn_params={})
+  seen, out = set(), []
+  for tok in vocab:  # the learner can emit a reserved token twice; duplicates break lookup
+    if tok not in seen:
+      seen.add(tok)
+      out.append(tok)
+  return out
+
+
+def write_vocab(vocab: list[str], path: str) -> None:
+  """One token per line."""
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write('\n'.join(vocab) + '\n')
+
+
+def texts_from_shards(pattern: str) -> tf.data.Dataset:
+  """The `text` feature of every record in the shards matching the glob."""
+  files = sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(glob.glob(pattern))
+  if not files:
+    raise FileNotFoundError(f'--input: no files match {pattern!r}')
+  spec = {'text': tf.io.FixedLenFeature([], tf.string)}
+  return tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)['text'])
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('input', None, 'Glob of TFRecord shards with a `text` feature.')
+flags.DEFINE_string('output', None, 'Where to write vocab.txt.')
+flags.DEFINE_integer('vocab_size', 1000, 'Target vocabulary size.')
+flags.DEFINE_bool('lower_case', True, 'Lower-case text before learning.')
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.input or not FLAGS.output:
+    raise app.UsageError('--input and --output are required')
+  t0 = time.time()
+  logging.info('learning a WordPiece vocabulary from %s', FLAGS.input)
+  vocab = learn_vocab(texts_from_shards(FLAGS.input), FLAGS.vocab_size, FLAGS.lower_case)
+  write_vocab(vocab, FLAGS.output)
+  print(f'wrote {len(vocab)} tokens to {FLAGS.output} in {time.time() - t0:.1f}s', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
