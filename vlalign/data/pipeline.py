@@ -41,12 +41,15 @@ def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_i
                   process_count: int = 1) -> tf.data.Dataset:
   """Endless deterministic stream of (index, serialized record) for this host."""
   mine, shard_examples = host_files(files, process_index, process_count)
+  read = lambda d: d.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(mine)),
+                                block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
   ds = tf.data.Dataset.from_tensor_slices(mine)
-  ds = ds.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(mine)), block_length=1,
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if shard_examples:
-    ds = ds.shard(process_count, process_index)
+    # A fixed file order, so every epoch gives each host the same records.
+    ds = read(ds).shard(process_count, process_index).repeat()
+  else:
+    ds = read(ds.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat())
   if shuffle_buffer > 1:
     ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   return ds.enumerate()
