@@ -36,7 +36,7 @@ def _data_defaults() -> ml_collections.ConfigDict:
 def _model_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'image': {'name': 'vit', 'patch': 8, 'width': 128, 'depth': 4, 'num_heads': 4,
-                'mlp_ratio': 4.0, 'pool': 'cls', 'dropout': 0.0},
+                'mlp_ratio': 4.0, 'pool': 'cls', 'stem': 'patch', 'dropout': 0.0},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0},
       'embed_dim': 128,
@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
       'batch_axes': ('data',),
       # (regex over '/'-joined parameter paths, PartitionSpec entries); unmatched -> replicated.
       'partition_rules': (),
+      # On a non-finite loss or gradient the update is always dropped; 'stop' then ends the
+      # run with an error, 'skip' goes on and counts it (train/skipped_steps).
+      'nan_policy': 'stop',
       'log_every': 25,
       'checkpoint_every': 200,
       'keep_checkpoints': 3,
@@ -106,6 +109,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
   _check(d.image_size % m.image.patch == 0, 'model.image.patch',
          f'{m.image.patch} does not divide data.image_size={d.image_size}')
+  if m.image.name == 'vit':
+    _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv'))
+    _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
   _check_choice(config.loss.name, 'loss.name', LOSSES)
   _check_choice(config.loss.reduction, 'loss.reduction', ('sum', 'mean'))
@@ -123,5 +129,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.partition_rules[{i}]: bad regex {rule[0]!r}: {e}') from e
   for axis in config.batch_axes:
     _check(axis in config.mesh, 'batch_axes', f'axis {axis!r} is not in config.mesh')
+  _check_choice(config.nan_policy, 'nan_policy', ('stop', 'skip'))
   for name in config.evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))

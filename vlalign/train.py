@@ -2,7 +2,7 @@
 
 import json
 import logging
-import math
+import signal
 import os
 from typing import Any
 
@@ -29,6 +29,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jnp.ndarray
+  skipped: jnp.ndarray  # number of updates dropped because loss or gradients were not finite
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
@@ -52,7 +53,7 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
     params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init({'params': params_rng}, images, tokens)['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=step_rng)
+                      rng=step_rng, skipped=jnp.zeros((), jnp.int32))
 
   abstract = jax.eval_shape(init_fn, config.seed)
   shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
@@ -74,15 +75,23 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    (_, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, batch, rng)
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient never reaches the parameters: the update is dropped and
+    # counted; the host then stops or continues according to config.nan_policy.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    skipped = state.skipped + (~finite).astype(jnp.int32)
     metrics = {f'train/{k}': v for k, v in losses.items()}
-    metrics.update({'train/grad_norm': optax.global_norm(grads),
-                    'train/param_norm': optax.global_norm(params),
-                    'train/lr': lr_fn(state.step), 'train/temperature': 1.0 / scale})
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    metrics.update({'train/grad_norm': grad_norm, 'train/param_norm': optax.global_norm(params),
+                    'train/lr': lr_fn(state.step), 'train/temperature': 1.0 / scale,
+                    'train/skipped_steps': skipped})
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped)
+    return new, metrics
 
   return jax.jit(step_fn, in_shardings=(state_shardings, {'image': batch_sharding,
                                                           'tokens': batch_sharding}),
@@ -94,11 +103,43 @@ def _abstract(state, shardings):
                       state, shardings)
 
 
+class _StopSignal:
+  """Turns SIGTERM / SIGINT into a request to finish the step, checkpoint and exit."""
+
+  def __init__(self):
+    self.requested = ''
+    self._old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. an embedding application)
+        pass
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:  # a second signal: stop at once
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+
+  def restore(self) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(state: TrainState, step: int, policy: str, seen: int) -> int:
+  """Number of skipped updates so far; raises under policy 'stop' when it grew."""
+  skipped = int(jax.device_get(state.skipped))
+  if skipped > seen:
+    msg = (f'non-finite loss or gradient: {skipped} update(s) dropped by step {step}; '
+           f'parameters and checkpoints hold only finite updates')
+    if policy == 'stop':
+      raise FloatingPointError(msg + '; stopping (config.nan_policy="stop"; "skip" continues)')
+    logging.warning('%s (config.nan_policy="skip")', msg)
+  return skipped
+
+
 def _log(writer, progress, step, metrics, batch_size) -> dict[str, float]:
   scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  if not all(math.isfinite(v) for v in scalars.values()):
-    raise FloatingPointError(f'non-finite metrics at step {step}: {scalars}; the last good '
-                             'checkpoint is kept in the workdir')
   rate = progress.rate(step)
   scalars.update({'train/steps_per_sec': rate, 'train/examples_per_sec': rate * batch_size})
   writer.write_scalars(step, scalars)
@@ -159,12 +200,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metrics_lib.make_writer(workdir)
   progress = metrics_lib.Progress(config.total_steps, start)
   last = config.stop_at_step or config.total_steps
+  stop = _StopSignal()
+  skipped = int(jax.device_get(state.skipped))
   try:
     for step in range(start + 1, last + 1):
       state, metrics = train_step(state, parallel.global_batch(next(it), batch_sh))
-      if step % config.log_every == 0 or step == last:
+      requested = stop.requested  # read once: a signal may land during this iteration
+      stopping = bool(requested) or step == last
+      if step % config.log_every == 0 or stopping or manager.should_save(step):
+        skipped = _check_finite(state, step, config.nan_policy, skipped)
+      if step % config.log_every == 0 or stopping:
         _log(writer, progress, step, metrics, config.data.global_batch)
-      checkpoint.save(manager, step, state, {'position': it.position}, force=step == last)
+      checkpoint.save(manager, step, state, {'position': it.position}, force=stopping)
+      if requested:
+        logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
+                        'command again to resume.', requested, step)
+        return {}
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
         _evaluate(evaluator, state, writer, workdir, step)
     if last < config.total_steps:
@@ -172,5 +223,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
+    stop.restore()
     manager.wait_until_finished()
     writer.close()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -91,3 +92,34 @@ def test_bad_config_field_is_named(tmp_path, cache):
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert 'config.optimizer.name' in proc.stderr and 'sgdx' in proc.stderr
+
+
+def test_main_defaults_to_the_demo_config():
+  from vlalign import main as main_lib
+  assert main_lib._DEMO == os.path.join(ROOT, 'configs', 'demo.py')
+  assert os.path.exists(main_lib._DEMO)
+
+
+def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path, cache):
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  cmd = [sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+         f'--workdir={tmp_path}', '--config.total_steps=2000', '--config.log_every=1',
+         '--config.checkpoint_every=1000']
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+  lines = []
+  try:
+    for line in proc.stderr:
+      lines.append(line)
+      if 'step 3/2000' in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    _, rest = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  log = ''.join(lines) + rest
+  assert proc.returncode == 0, log[-3000:]
+  assert 'SIGTERM received: saved a checkpoint at step' in log
+  saved = int(log.split('saved a checkpoint at step ')[1].split(';')[0])
+  assert saved >= 3 and os.path.isdir(tmp_path / 'checkpoints' / str(saved))
+  again = run_main(tmp_path, cache, '--config.total_steps=2000', f'--config.stop_at_step={saved + 2}')
+  assert f'Resumed from checkpoint at step {saved}' in again.stderr

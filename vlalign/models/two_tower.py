@@ -32,8 +32,6 @@ class TwoTower(nn.Module):
   learn_temperature: bool = True
 
   def setup(self):
-    self.image = self.image_tower
-    self.text = self.text_tower
     self.image_proj = nn.Dense(self.embed_dim, use_bias=False, name='image_proj')
     self.text_proj = nn.Dense(self.embed_dim, use_bias=False, name='text_proj')
     init = math.log(1.0 / self.temperature_init)
@@ -41,11 +39,11 @@ class TwoTower(nn.Module):
 
   def encode_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised image embeddings [n, embed_dim] (float32)."""
-    return l2_normalize(self.image_proj(self.image(images, train=train)))
+    return l2_normalize(self.image_proj(self.image_tower(images, train=train)))
 
   def encode_text(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised text embeddings [n, embed_dim] (float32)."""
-    return l2_normalize(self.text_proj(self.text(tokens, train=train)))
+    return l2_normalize(self.text_proj(self.text_tower(tokens, train=train)))
 
   def logit_scale(self) -> jnp.ndarray:
     """s = 1 / temperature (float32); constant when the temperature is not learned."""

@@ -60,22 +60,53 @@ class Encoder(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, name='ln_final')(x)
 
 
+class ConvStem(nn.Module):
+  """Stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection to `width`
+  (the convolutional stem of Xiao et al. 2021, "Early convolutions help transformers see
+  better"); `patch` must be a power of two."""
+  patch: int
+  width: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    n_down = self.patch.bit_length() - 1
+    if 2 ** n_down != self.patch:
+      raise ValueError(f'model.image.stem="conv" needs a power-of-two patch, got {self.patch}')
+    channels = max(self.width // 2 ** (n_down - 1), 16)
+    for i in range(n_down):
+      x = nn.Conv(channels, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                  name=f'conv{i}')(x)
+      x = nn.LayerNorm(dtype=self.dtype, name=f'norm{i}')(x)
+      x = nn.gelu(x)
+      channels *= 2
+    return nn.Conv(self.width, (1, 1), dtype=self.dtype, name='proj')(x)
+
+
 class ViT(nn.Module):
-  """ViT image tower: patchify, [CLS] + learned positions, encoder, pooled features."""
+  """ViT image tower: patchify (linear or conv stem), [CLS] + learned positions, encoder,
+  pooled features."""
   patch: int = 8
   width: int = 256
   depth: int = 6
   num_heads: int = 4
   mlp_ratio: float = 4.0
   pool: str = 'cls'
+  stem: str = 'patch'
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
-                padding='VALID', dtype=self.dtype, name='patch_embed')(images.astype(self.dtype))
+    images = images.astype(self.dtype)
+    if self.stem == 'conv':
+      x = ConvStem(self.patch, self.width, self.dtype, name='conv_stem')(images)
+    elif self.stem == 'patch':
+      x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
+                  padding='VALID', dtype=self.dtype, name='patch_embed')(images)
+    else:
+      raise ValueError(f'model.image.stem must be "patch" or "conv", got {self.stem!r}')
     n, h, w, c = x.shape
     x = x.reshape(n, h * w, c)
     cls = self.param('cls', nn.initializers.zeros, (1, 1, c))

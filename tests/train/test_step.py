@@ -1,0 +1,56 @@
+"""The train step on one device: NaN guard, and weight decay kept off norms and biases."""
+
+import jax
+import numpy as np
+import pytest
+
+from tests.sharded_checks import _tiny_config
+from vlalign import optim, parallel, train
+from vlalign.models import two_tower
+
+
+def _setup(config):
+  mesh = parallel.make_mesh({'data': 1}, jax.devices()[:1])
+  model = two_tower.build_model(config.model, 50, 8)
+  tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
+  state, shardings = train.init_state(config, model, tx, mesh)
+  bsh = parallel.batch_sharding(mesh, ('data',))
+  return state, train.make_train_step(config, model, tx, lr_fn, mesh, shardings, bsh)
+
+
+def _batch(rng, nan=False):
+  img = rng.uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32)
+  if nan:
+    img[3, 2, 2, 0] = np.nan
+  return {'image': img, 'tokens': rng.randint(1, 50, (16, 8)).astype(np.int32)}
+
+
+def test_non_finite_update_is_dropped_and_counted():
+  state, step = _setup(_tiny_config())
+  rng = np.random.RandomState(0)
+  state, _ = step(state, _batch(rng))
+  before = jax.device_get(state.params)
+  state, metrics = step(state, _batch(rng, nan=True))
+  assert not np.isfinite(float(metrics['train/loss']))
+  assert int(state.skipped) == 1 and int(metrics['train/skipped_steps']) == 1
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params))):
+    np.testing.assert_array_equal(a, b)
+  state, metrics = step(state, _batch(rng))
+  assert np.isfinite(float(metrics['train/loss'])) and int(state.skipped) == 1
+  with pytest.raises(FloatingPointError, match='nan_policy'):
+    train._check_finite(state, 3, 'stop', 0)
+  assert train._check_finite(state, 3, 'skip', 0) == 1
+
+
+def test_weight_decay_mask_spares_norms_biases_and_temperature():
+  config = _tiny_config()
+  model = two_tower.build_model(config.model, 50, 8)
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3)),
+                                             np.zeros((1, 8), np.int32)))['params']
+  mask = optim.decay_mask(params)
+  flat = {'/'.join(str(k.key) for k in p): v for p, v in
+          jax.tree_util.tree_flatten_with_path(mask)[0]}
+  assert flat['log_scale'] is False
+  assert flat['image_proj/kernel'] is True
+  assert all(v is False for k, v in flat.items() if k.endswith('bias') or '/ln' in k)
+  assert flat['image_tower/encoder/block0/mlp/fc1/kernel'] is True
