@@ -123,3 +123,16 @@ def test_sigterm_checkpoints_and_exits_cleanly_then_resumes(tmp_path, cache):
   assert saved >= 3 and os.path.isdir(tmp_path / 'checkpoints' / str(saved))
   again = run_main(tmp_path, cache, '--config.total_steps=2000', f'--config.stop_at_step={saved + 2}')
   assert f'Resumed from checkpoint at step {saved}' in again.stderr
+
+
+def test_checkpoint_from_another_model_is_refused_with_the_parameters_listed(straight, tmp_path,
+                                                                             cache):
+  import shutil
+  shutil.copytree(straight / 'checkpoints', tmp_path / 'checkpoints')
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+                         f'--workdir={tmp_path}', '--config.model.embed_dim=24'], cwd=ROOT,
+                        env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'CheckpointMismatchError' in proc.stderr
+  assert 'params/image_proj/kernel: in checkpoint (32, 32) float32, config builds (32, 24)' in proc.stderr

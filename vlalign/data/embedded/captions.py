@@ -36,7 +36,7 @@ def studio_caption(objs: list[Obj], rng: np.random.Generator) -> str:
   parts = [_studio_phrase(o, variant) for o in objs]
   body = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
   opener = int(rng.integers(4))
-  if opener == 0:
+  if opener == 0 or (variant == 1 and opener != 2):  # body already starts with the position
     return body
   if opener == 1:
     return f'there is {body}'

@@ -21,7 +21,7 @@ import tensorflow as tf
 from vlalign.data.embedded import captions, scenes
 
 _PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prompts.json')
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Fraction of held-out scenes built around a (colour, shape) pair never seen in training.
 NOVEL_FRACTION = 0.3
 

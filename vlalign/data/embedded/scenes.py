@@ -12,9 +12,11 @@ RGB = ((220, 30, 30), (30, 170, 40), (30, 60, 230), (240, 220, 20), (140, 40, 18
        (250, 140, 0), (250, 120, 190), (0, 210, 220))
 SHAPES = ('circle', 'square', 'triangle', 'star', 'cross', 'diamond')
 SIZES = ('small', 'large')
-SIZE_PX = (12, 20)
-POSITIONS = ('top left', 'top', 'top right', 'left', 'center', 'right', 'bottom left', 'bottom',
-             'bottom right')
+SIZE_PX = (16, 26)
+# Quadrants of a 2x2 grid. A finer grid makes colour + position alone identify most scenes
+# in a batch, and a contrastive model then has little reason to learn shape.
+POSITIONS = ('top left', 'top right', 'bottom left', 'bottom right')
+GRID = 2
 STYLES = ('studio', 'sketch')
 # (colour, shape) pairs that never appear in a training image; the held-out split uses them.
 HELDOUT_COMBOS = (('red', 'star'), ('green', 'triangle'), ('blue', 'cross'),
@@ -77,8 +79,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
 
 def _draw_object(draw: ImageDraw.ImageDraw, obj: Obj, style: str,
                  rng: np.random.Generator) -> None:
-  cell = IMAGE_SIZE / 3
-  row, col = divmod(obj.position, 3)
+  cell = IMAGE_SIZE / GRID
+  row, col = divmod(obj.position, GRID)
   r = SIZE_PX[obj.size] / 2
   jitter = max(cell / 2 - r - 1, 0)
   cx = (col + 0.5) * cell + rng.uniform(-jitter, jitter)
