@@ -11,9 +11,12 @@ def get_config(arg: str = ''):
   args = set(filter(None, (arg or '').split(',')))
   config = config_lib.base_config()
   config.total_steps = 500
-  config.data.global_batch = 128
+  config.data.global_batch = 512
   config.optimizer.lr = 2e-3
   config.optimizer.warmup_steps = 50
+  # A convolutional stem with 16-px patches: 9 tokens per 48-px image, and convolutions see shape.
+  config.model.image.update(stem='conv', patch=16)
+  config.model.text.update(width=96, depth=2)
   config.model.temperature_init = 0.07
   config.log_every = 25
   config.checkpoint_every = 100
@@ -26,7 +29,7 @@ def get_config(arg: str = ''):
     config.data.embedded.vocab_size = 300
     config.data.shuffle_buffer = 64
     config.data.eval_batch = 50
-    config.model.image.update(width=32, depth=1, num_heads=2)
+    config.model.image.update(width=32, depth=1, num_heads=2, patch=8)
     config.model.text.update(width=32, depth=1, num_heads=2)
     config.model.embed_dim = 32
     config.optimizer.warmup_steps = 2

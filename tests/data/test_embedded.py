@@ -56,13 +56,19 @@ def test_clean_captions_mention_every_attribute(small_dataset):
   recs = [r for p in small_dataset['train'].values() for r in _records(p)]
   recs += _records(small_dataset['heldout'])
   clean = [r for r in recs if not r['noisy']]
+  named = {'studio': [], 'sketch': []}
   for r in clean:
     text = r['text'].decode()
+    has_pos = []
     for c, s, z, p in zip(r['colors'], r['shapes'], r['sizes'], r['positions']):
       for word in (scenes.COLORS[c], scenes.SHAPES[s], scenes.SIZES[z]):
         assert word in text, (word, text)
       pos = scenes.POSITIONS[p]
-      assert pos in text or pos.replace(' ', '-') in text, (pos, text)
+      has_pos.append(pos in text or pos.replace(' ', '-') in text)
+    assert all(has_pos) or not any(has_pos), text  # all positions or none
+    named[r['source'].decode()].append(all(has_pos))
+  assert all(named['sketch'])  # tag-style captions always name positions
+  assert abs(np.mean(named['studio']) - captions.POSITION_RATE) < 0.1
 
 
 def test_noise_fraction_and_kinds():
