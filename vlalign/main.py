@@ -48,7 +48,7 @@ def main(argv) -> None:
   _maybe_init_distributed()
   from vlalign import train  # pylint: disable=g-import-not-at-top
   name = pathlib.Path(FLAGS['config'].config_filename.split(':')[0]).stem
-  workdir = FLAGS.workdir or os.path.join('workdirs', name)
+  workdir = os.path.abspath(FLAGS.workdir or os.path.join('workdirs', name))
   os.makedirs(workdir, exist_ok=True)
   logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
   train.train_and_evaluate(FLAGS.config, workdir)

@@ -177,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
   the final held-out metrics ({} when stopped early by config.stop_at_step)."""
   config_lib.validate(config)
+  workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = parallel.make_mesh(config.mesh)
   parallel.check_batch(config.data.global_batch, mesh, config.batch_axes)
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),

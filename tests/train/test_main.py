@@ -12,13 +12,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_main(workdir, cache, *overrides, devices=1):
+def run_main(workdir, cache, *overrides, devices=1, cwd=ROOT):
   env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
   if devices > 1:
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  cmd = [sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
-         f'--workdir={workdir}', *overrides]
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  cmd = [sys.executable, '-m', 'vlalign.main',
+         f'--config={os.path.join(ROOT, "configs", "demo.py")}:tiny', f'--workdir={workdir}',
+         *overrides]
+  proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
 
@@ -40,8 +41,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory, cache):
   workdir = tmp_path_factory.mktemp('straight')
-  run_main(workdir, cache)
-  return workdir
+  # A relative --workdir, as in the README (orbax itself needs absolute paths).
+  run_main('straight_run', cache, cwd=workdir)
+  return workdir / 'straight_run'
 
 
 def test_main_trains_logs_and_evaluates(straight):

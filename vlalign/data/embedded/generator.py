@@ -129,6 +129,7 @@ def ensure_dataset(cache_dir: str, *, seed: int = 0, train_sizes: dict | None = 
     tmp = tempfile.mkdtemp(prefix='.partial-', dir=cache_dir)
     try:
       _generate(tmp, args, build_vocab)
+      os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
       if os.path.exists(manifest):  # another process finished first
         shutil.rmtree(tmp)
       else:
