@@ -10,7 +10,7 @@ def get_config(arg: str = ''):
   """The demo config; `tiny` gives a seconds-long variant for tests."""
   args = set(filter(None, (arg or '').split(',')))
   config = config_lib.base_config()
-  config.total_steps = 500
+  config.total_steps = 600
   config.data.global_batch = 512
   config.optimizer.lr = 2e-3
   config.optimizer.warmup_steps = 50

@@ -34,7 +34,7 @@ def _studio_phrase(o: Obj, variant: int, with_position: bool) -> str:
 
 # Studio captions name positions this often. Positions that are always named make colour +
 # position identify nearly every scene in a batch, and the model then never needs shape.
-POSITION_RATE = 0.5
+POSITION_RATE = 0.1
 
 
 def studio_caption(objs: list[Obj], rng: np.random.Generator) -> str:

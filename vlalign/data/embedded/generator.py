@@ -21,7 +21,7 @@ import tensorflow as tf
 from vlalign.data.embedded import captions, scenes
 
 _PROMPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'prompts.json')
-FORMAT_VERSION = 4
+FORMAT_VERSION = 6
 # Fraction of held-out scenes built around a (colour, shape) pair never seen in training.
 NOVEL_FRACTION = 0.3
 
@@ -88,7 +88,7 @@ def _write_split(out_dir: str, name: str, style_of, n: int, *, seed: int, heldou
   writers = [tf.io.TFRecordWriter(p) for p in paths]
   texts, t0 = [], time.time()
   # Scenes of 1, 2 and 3 objects; 40% of held-out scenes are single-object (zero-shot uses them).
-  probs = (0.4, 0.3, 0.3) if heldout else (0.5, 0.3, 0.2)
+  probs = (0.4, 0.3, 0.3) if heldout else (0.8, 0.15, 0.05)
   for i in range(n):
     k = int(rng.choice(3, p=probs)) + 1
     ex = make_example(rng, style=style_of(i), uid=f'{name}/{split}/{i:06d}', heldout=heldout,
