@@ -3,7 +3,6 @@
 python -m vlalign.tools.build_vocab --input='DIR/train/*.tfrecord' --output=vocab.txt [--vocab_size=1000]
 """
 
-import glob
 import logging
 import time
 from typing import Iterable
@@ -12,7 +11,8 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
 
-RESERVED = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')
+from vlalign.data.pipeline import list_files
+from vlalign.data.text import RESERVED
 
 
 def learn_vocab(texts: Iterable[str] | tf.data.Dataset, vocab_size: int,
@@ -39,9 +39,7 @@ def write_vocab(vocab: list[str], path: str) -> None:
 
 def texts_from_shards(pattern: str) -> tf.data.Dataset:
   """The `text` feature of every record in the shards matching the glob."""
-  files = sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(glob.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'--input: no files match {pattern!r}')
+  files = list_files(pattern)
   spec = {'text': tf.io.FixedLenFeature([], tf.string)}
   return tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)['text'])
 
