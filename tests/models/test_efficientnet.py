@@ -1,0 +1,63 @@
+"""EfficientNet: exact parameter counts (METHODS.md oracles), FLOPs, and a numeric forward pass."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.models.util import count_params, image_flops
+from vlalign.models import efficientnet
+from vlalign.models.efficientnet import EfficientNet
+
+
+@pytest.mark.parametrize('variant,want', [
+    ('b0', 3_595_388), ('b3', 10_103_336), ('b5', 27_288_112), ('b7', 62_143_440),
+    ('l2', 467_219_796)])
+def test_no_top_param_counts(variant, want):
+  assert count_params(EfficientNet(variant), (1, 32, 32, 3)) == want
+
+
+def test_b7_full_classifier_param_count():
+  assert count_params(EfficientNet('b7', include_top=True), (1, 32, 32, 3)) == 66_347_960
+
+
+def test_embedding_width_is_last_stage_width():
+  for variant, width in (('b7', 640), ('l2', 1376)):
+    out = jax.eval_shape(lambda x, m=EfficientNet(variant): m.init_with_output(
+        jax.random.PRNGKey(0), x)[0], jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
+    assert out.shape == (2, width)
+
+
+def test_b7_flops_at_289px_match_oracle():
+  flops = image_flops(EfficientNet('b7'), 289)
+  assert abs(flops / 19.49e9 - 1) < 0.05, flops
+
+
+def test_round_filters_and_repeats():
+  assert efficientnet.round_filters(32, 4.3) == 136
+  assert efficientnet.round_filters(320, 4.3) == 1376
+  assert efficientnet.round_repeats(3, 3.1) == 10
+  assert len(efficientnet.block_specs(2.0, 3.1)) == 55
+
+
+def test_tiny_forward_is_finite_input_dependent_and_updates_batch_stats():
+  model = EfficientNet('b0', width_coefficient=0.25, depth_coefficient=0.3)
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.uniform(-1, 1, (4, 33, 33, 3)), jnp.float32)  # odd size: SAME padding
+  variables = model.init(jax.random.PRNGKey(0), x)
+  assert set(variables) == {'params', 'batch_stats'}
+  out, new = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                         rngs={'dropout': jax.random.PRNGKey(1)})
+  assert out.shape == (4, efficientnet.round_filters(320, 0.25))
+  assert np.isfinite(np.asarray(out)).all()
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), new['batch_stats'],
+                       variables['batch_stats'])
+  assert max(jax.tree.leaves(moved)) > 0
+  ev = model.apply(variables, x)
+  ev2 = model.apply(variables, x[::-1])
+  assert np.isfinite(np.asarray(ev)).all()
+  np.testing.assert_allclose(np.asarray(ev2), np.asarray(ev)[::-1], rtol=1e-5, atol=1e-6)
+  # Different inputs, different outputs (relative: running statistics at init leave eval-mode
+  # activations small).
+  assert float(jnp.abs(ev[0] - ev[1]).max()) > 0.1 * float(jnp.abs(ev).max())
+  assert float(jnp.abs(out[0] - out[1]).max()) > 0.1
