@@ -1,0 +1,55 @@
+"""CLIP towers: exact parameter counts (METHODS.md oracles), FLOPs, causal [EOT] pooling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tests.models.util import count_params, image_flops
+from vlalign.models.clip import ClipText, ClipViT
+from vlalign.models.resnet_clip import ModifiedResNet
+
+
+def test_vit_b32_and_b16_param_counts():
+  assert count_params(ClipViT(patch=32), (1, 224, 224, 3)) == 87_849_216
+  assert count_params(ClipViT(patch=16), (1, 224, 224, 3)) == 86_192_640
+
+
+def test_text_transformer_param_count():
+  assert count_params(ClipText(), (1, 77), jnp.int32) == 63_428_096
+
+
+def test_rn50_param_count():
+  # Released CLIP RN50 has 102,007,137 parameters; less its text side (63,428,096 - 262,144
+  # + 512 x 1024 projection) and the logit scale, the image tower has 38,316,896.
+  assert count_params(ModifiedResNet(), (1, 224, 224, 3)) == 38_316_896
+
+
+def test_vit_b32_flops_match_oracle():
+  assert abs(image_flops(ClipViT(), 224) / 8.82e9 - 1) < 0.05
+
+
+def test_text_is_causal_and_pooled_at_last_token():
+  model = ClipText(vocab_size=40, max_len=8, width=32, depth=2, num_heads=2, output_dim=16)
+  tokens = jnp.asarray([[1, 5, 6, 7, 2, 0, 0, 0], [1, 5, 6, 2, 0, 0, 0, 0]], jnp.int32)
+  variables = jax.jit(model.init)(jax.random.key(0, impl='rbg'), tokens)
+  apply = jax.jit(model.apply)
+  out = np.asarray(apply(variables, tokens))
+  assert out.shape == (2, 16) and np.isfinite(out).all()
+  assert np.abs(out[0] - out[1]).max() > 1e-3
+  # Causal: row 1's [EOT] (position 3) sees nothing after it, so cutting the padding off
+  # changes nothing (a bidirectional model without a padding mask would differ).
+  short = np.asarray(apply(variables, tokens[:, :4]))
+  np.testing.assert_allclose(short[1], out[1], rtol=1e-5, atol=1e-6)
+  earlier = np.asarray(apply(variables, tokens.at[0, 1].set(9)))
+  assert np.abs(earlier[0] - out[0]).max() > 1e-3
+
+
+def test_tiny_vit_and_resnet_forward_are_finite_and_input_dependent():
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  for model in (ClipViT(patch=8, width=32, depth=1, num_heads=2, output_dim=16),
+                ModifiedResNet(layers=(1, 1, 1, 1), width=8, output_dim=16, num_heads=2)):
+    variables = jax.jit(model.init)(jax.random.key(0, impl='rbg'), x)
+    out = np.asarray(jax.jit(model.apply)(variables, x))
+    assert out.shape == (2, 16) and np.isfinite(out).all()
+    assert np.abs(out[0] - out[1]).max() > 1e-4

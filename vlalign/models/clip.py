@@ -1,0 +1,122 @@
+"""CLIP towers (Radford et al. 2021): ViT image tower and causal text transformer.
+
+Both use pre-LN residual attention blocks with QuickGELU and end in a bias-free projection to
+`output_dim` (0: no projection), as in the released CLIP models.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vlalign.models.attention import SelfAttention
+
+Dtype = Any
+
+
+def quick_gelu(x: jnp.ndarray) -> jnp.ndarray:
+  """CLIP's GELU approximation x * sigmoid(1.702 x)."""
+  return x * nn.sigmoid(1.702 * x)
+
+
+class ResidualBlock(nn.Module):
+  """x + attn(LN(x)); x + MLP(LN(x)) with a 4x QuickGELU MLP."""
+  num_heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
+               train: bool = False) -> jnp.ndarray:
+    width = x.shape[-1]
+    y = nn.LayerNorm(dtype=self.dtype, name='ln_1')(x)
+    x = x + SelfAttention(self.num_heads, dtype=self.dtype, name='attn')(y, mask, train)
+    y = nn.LayerNorm(dtype=self.dtype, name='ln_2')(x)
+    y = quick_gelu(nn.Dense(4 * width, dtype=self.dtype, name='fc1')(y))
+    return x + nn.Dense(width, dtype=self.dtype, name='fc2')(y)
+
+
+class Transformer(nn.Module):
+  """A stack of `depth` residual blocks (optionally rematerialised per block)."""
+  depth: int
+  num_heads: int
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, mask=None, train: bool = False):
+    block = nn.remat(ResidualBlock, static_argnums=(3,)) if self.remat else ResidualBlock
+    for i in range(self.depth):
+      x = block(self.num_heads, self.dtype, name=f'block{i}')(x, mask, train)
+    return x
+
+
+def _project(x: jnp.ndarray, output_dim: int, dtype: Dtype) -> jnp.ndarray:
+  if not output_dim:
+    return x
+  init = nn.initializers.normal(x.shape[-1] ** -0.5)
+  return nn.Dense(output_dim, use_bias=False, dtype=dtype, kernel_init=init, name='proj')(x)
+
+
+class ClipViT(nn.Module):
+  """CLIP ViT: bias-free patch conv, class token, positions, ln_pre, blocks, ln_post on the
+  class token, projection. Defaults are ViT-B/32; patch=16 gives ViT-B/16."""
+  patch: int = 32
+  width: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  output_dim: int = 512
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
+                padding='VALID', use_bias=False, dtype=self.dtype,
+                name='patch_embed')(images.astype(self.dtype))
+    n, h, w, c = x.shape
+    scale = c ** -0.5
+    cls = self.param('cls', nn.initializers.normal(scale), (c,))
+    pos = self.param('pos_embed', nn.initializers.normal(scale), (h * w + 1, c))
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, c)),
+                         x.reshape(n, h * w, c)], axis=1)
+    x = nn.LayerNorm(dtype=self.dtype, name='ln_pre')(x + pos.astype(x.dtype))
+    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, name='transformer')(
+        x, None, train)
+    x = nn.LayerNorm(dtype=self.dtype, name='ln_post')(x[:, 0])
+    return _project(x, self.output_dim, self.dtype)
+
+
+class ClipText(nn.Module):
+  """CLIP text transformer: token + position embeddings, causal blocks, ln_final, features at
+  the end-of-text token, projection. Defaults are CLIP's (49,408 vocab, 77 tokens, 512 wide).
+
+  The end-of-text token is taken as the last non-padding token of each row (CLIP's BPE puts
+  [EOT] there, and so does a WordPiece tokenizer with [SEP]); with a causal mask it is the one
+  position that has seen the whole text.
+  """
+  vocab_size: int = 49408
+  max_len: int = 77
+  width: int = 512
+  depth: int = 12
+  num_heads: int = 8
+  output_dim: int = 512
+  pad_id: int = 0
+  dtype: Dtype = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    n, length = tokens.shape
+    if length > self.max_len:
+      raise ValueError(f'text length {length} exceeds model.text.max_len={self.max_len}')
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
+                 name='token_embed')(tokens)
+    pos = self.param('pos_embed', nn.initializers.normal(0.01), (self.max_len, self.width))
+    x = (x + pos[:length]).astype(self.dtype)
+    mask = nn.make_causal_mask(tokens)
+    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, name='transformer')(
+        x, mask, train)
+    x = nn.LayerNorm(dtype=self.dtype, name='ln_final')(x)
+    eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+    x = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+    return _project(x, self.output_dim, self.dtype)
