@@ -11,12 +11,15 @@ from vlalign.models import two_tower
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = ('softmax',)
-DATA_SOURCES = ('embedded',)
+DATA_SOURCES = ('embedded', 'tfrecord')
 
 
 def _data_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'source': 'embedded',
+      # source 'tfrecord': glob of training shards and the WordPiece vocabulary file.
+      'train_pattern': '',
+      'vocab_file': '',
       'cache_dir': os.environ.get('VLALIGN_DATA_DIR', os.path.expanduser('~/.cache/vlalign')),
       'embedded': {'seed': 0, 'train_sizes': {'studio': 12000, 'sketch': 6000},
                    'heldout_size': 1200, 'noise_fraction': 0.25, 'num_shards': 8,
@@ -40,6 +43,11 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0},
       'embed_dim': 128,
+      # How tower features reach embed_dim: 'linear', 'linear_bias' or 'none' (as they are).
+      'image_projection': 'linear',
+      'text_projection': 'linear',
+      # Rows of the text tower's token table; 0 takes the tokenizer's vocabulary size.
+      'vocab_size': 0,
       'temperature_init': 1.0,
       'learn_temperature': True,
       'compute_dtype': 'float32',
@@ -100,6 +108,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
   d, m, o = config.data, config.model, config.optimizer
   _check_choice(d.source, 'data.source', DATA_SOURCES)
+  if d.source == 'tfrecord':
+    _check(bool(d.train_pattern), 'data.train_pattern',
+           'is empty; set it to a glob of training TFRecord shards')
+    _check(bool(d.vocab_file), 'data.vocab_file', 'is empty; set it to a WordPiece vocab file')
+    _check(False, 'data.source', '"tfrecord" input is not wired into training yet (issue 4); '
+           'use "embedded"')
   _check(d.global_batch > 0, 'data.global_batch', 'must be positive')
   _check(d.resize_size >= d.image_size, 'data.resize_size',
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')
@@ -107,11 +121,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
   _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
-  _check(d.image_size % m.image.patch == 0, 'model.image.patch',
-         f'{m.image.patch} does not divide data.image_size={d.image_size}')
+  if m.image.name in ('vit', 'clip_vit'):
+    _check(d.image_size % m.image.patch == 0, 'model.image.patch',
+           f'{m.image.patch} does not divide data.image_size={d.image_size}')
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv'))
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
+  for tower in ('image', 'text'):
+    _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)
+  _check(m.vocab_size >= 0, 'model.vocab_size', 'must be 0 (the tokenizer\'s) or positive')
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
   _check_choice(config.loss.name, 'loss.name', LOSSES)
   _check_choice(config.loss.reduction, 'loss.reduction', ('sum', 'mean'))

@@ -30,6 +30,7 @@ class TrainState:
   opt_state: Any
   rng: jnp.ndarray
   skipped: jnp.ndarray  # number of updates dropped because loss or gradients were not finite
+  model_state: Any  # non-trainable model variables (batch-norm statistics); {} for most towers
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
@@ -51,9 +52,10 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
 
   def init_fn(seed):
     params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init({'params': params_rng}, images, tokens)['params']
+    variables = model.init({'params': params_rng}, images, tokens)
+    params = variables.pop('params')
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=step_rng, skipped=jnp.zeros((), jnp.int32))
+                      rng=step_rng, skipped=jnp.zeros((), jnp.int32), model_state=variables)
 
   abstract = jax.eval_shape(init_fn, config.seed)
   shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
@@ -65,18 +67,19 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   loss_cfg = config.loss
 
-  def loss_fn(params, batch, rng):
-    out = model.apply({'params': params}, batch['image'], batch['tokens'], train=True,
-                      rngs={'dropout': rng})
+  def loss_fn(params, model_state, batch, rng):
+    out, model_state = model.apply({'params': params, **model_state}, batch['image'],
+                                   batch['tokens'], train=True, rngs={'dropout': rng},
+                                   mutable=list(model_state))
     losses = contrastive.softmax_contrastive(
         out['image'], out['text'], out['scale'], mesh, batch_axes=config.batch_axes,
         label_smoothing=loss_cfg.label_smoothing, reduction=loss_cfg.reduction)
-    return losses['loss'], (losses, out['scale'])
+    return losses['loss'], (losses, out['scale'], model_state)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, (losses, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, rng)
+    (loss, (losses, scale, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.model_state, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -85,12 +88,14 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    model_state = keep(model_state, state.model_state)
     skipped = state.skipped + (~finite).astype(jnp.int32)
     metrics = {f'train/{k}': v for k, v in losses.items()}
     metrics.update({'train/grad_norm': grad_norm, 'train/param_norm': optax.global_norm(params),
                     'train/lr': lr_fn(state.step), 'train/temperature': 1.0 / scale,
                     'train/skipped_steps': skipped})
-    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped)
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped,
+                        model_state=model_state)
     return new, metrics
 
   return jax.jit(step_fn, in_shardings=(state_shardings, {'image': batch_sharding,
@@ -148,7 +153,7 @@ def _log(writer, progress, step, metrics, batch_size) -> dict[str, float]:
 
 
 def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
-  results = evaluator.run(state.params)
+  results = evaluator.run(state.params, state.model_state)
   writer.write_scalars(step, results)
   writer.flush()
   logging.info('eval at step %d: %s', step,

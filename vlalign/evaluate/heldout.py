@@ -34,8 +34,8 @@ class HeldoutEvaluator:
     self.prompts = generator.load_prompts()
     self.tokenizer = tokenizer
     self.batch = config.data.eval_batch
-    self._img = jax.jit(lambda p, x: model.apply({'params': p}, x, method='encode_image'))
-    self._txt = jax.jit(lambda p, t: model.apply({'params': p}, t, method='encode_text'))
+    self._img = jax.jit(lambda v, x: model.apply(v, x, method='encode_image'))
+    self._txt = jax.jit(lambda v, t: model.apply(v, t, method='encode_text'))
 
   def _prompt_tokens(self, attribute: str) -> tuple[np.ndarray, int, int]:
     entry = self.prompts[attribute]
@@ -43,11 +43,13 @@ class HeldoutEvaluator:
     tokens = np.asarray(self.tokenizer.tokenize(np.array(texts, dtype=object)))
     return tokens, len(entry['classes']), len(entry['templates'])
 
-  def run(self, params: Any) -> dict[str, float]:
-    """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*)."""
+  def run(self, params: Any, model_state: Any = None) -> dict[str, float]:
+    """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*);
+    `model_state` holds non-trainable variables such as batch-norm statistics."""
     t0 = time.time()
-    img = batched_apply(lambda x: self._img(params, x), self.data['image'], self.batch)
-    txt = batched_apply(lambda t: self._txt(params, t), self.data['tokens'], self.batch)
+    variables = {'params': params, **(model_state or {})}
+    img = batched_apply(lambda x: self._img(variables, x), self.data['image'], self.batch)
+    txt = batched_apply(lambda t: self._txt(variables, t), self.data['tokens'], self.batch)
     out = {}
     if self.config.evals.retrieval:
       out.update({f'eval/retrieval/{k}': v
@@ -55,7 +57,7 @@ class HeldoutEvaluator:
     single = self.data['num_objects'] == 1
     for attribute in self.config.evals.zeroshot:
       tokens, n_cls, n_tpl = self._prompt_tokens(attribute)
-      emb = batched_apply(lambda t: self._txt(params, t), tokens, self.batch)
+      emb = batched_apply(lambda t: self._txt(variables, t), tokens, self.batch)
       cls = metrics_lib.class_embeddings(emb.reshape(n_cls, n_tpl, -1))
       labels = self.data[_PLURAL[attribute]][single]
       out[f'eval/zeroshot/{attribute}_top1'] = metrics_lib.topk_accuracy(img[single], cls, labels)

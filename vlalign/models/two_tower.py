@@ -7,12 +7,21 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from vlalign.models.bert import Bert
+from vlalign.models.clip import ClipText, ClipViT
+from vlalign.models.efficientnet import EfficientNet
+from vlalign.models.resnet_clip import ModifiedResNet
 from vlalign.models.text_transformer import TextTransformer
 from vlalign.models.vit import ViT
 
 # Explicit name -> tower class tables (no import-time registration).
-IMAGE_TOWERS: Mapping[str, Callable[..., nn.Module]] = {'vit': ViT}
-TEXT_TOWERS: Mapping[str, Callable[..., nn.Module]] = {'transformer': TextTransformer}
+IMAGE_TOWERS: Mapping[str, Callable[..., nn.Module]] = {
+    'vit': ViT, 'efficientnet': EfficientNet, 'clip_vit': ClipViT, 'clip_resnet': ModifiedResNet}
+TEXT_TOWERS: Mapping[str, Callable[..., nn.Module]] = {
+    'transformer': TextTransformer, 'bert': Bert, 'clip_text': ClipText}
+# How a tower's features reach the embedding: a Linear without / with bias, or as they are
+# (ALIGN's image tower and CLIP towers, which end in their own projection).
+PROJECTIONS = ('linear', 'linear_bias', 'none')
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -30,10 +39,12 @@ class TwoTower(nn.Module):
   embed_dim: int
   temperature_init: float = 1.0
   learn_temperature: bool = True
+  image_projection: str = 'linear'  # one of PROJECTIONS
+  text_projection: str = 'linear'
 
   def setup(self):
-    self.image_proj = nn.Dense(self.embed_dim, use_bias=False, name='image_proj')
-    self.text_proj = nn.Dense(self.embed_dim, use_bias=False, name='text_proj')
+    self.image_proj = _projection(self.image_projection, self.embed_dim, 'image')
+    self.text_proj = _projection(self.text_projection, self.embed_dim, 'text')
     init = math.log(1.0 / self.temperature_init)
     self.log_scale = self.param('log_scale', nn.initializers.constant(init), ())
 
@@ -56,9 +67,28 @@ class TwoTower(nn.Module):
             'scale': self.logit_scale()}
 
 
+def _projection(kind: str, embed_dim: int, tower: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
+  if kind == 'none':
+    def check(x):
+      if x.shape[-1] != embed_dim:
+        raise ValueError(f'config.model.{tower}_projection="none" needs the {tower} tower to '
+                         f'output model.embed_dim={embed_dim} features, got {x.shape[-1]}')
+      return x
+    return check
+  if kind not in ('linear', 'linear_bias'):
+    raise ValueError(f'config.model.{tower}_projection must be one of {PROJECTIONS}, got {kind!r}')
+  return nn.Dense(embed_dim, use_bias=kind == 'linear_bias', name=f'{tower}_proj')
+
+
 def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: int) -> TwoTower:
-  """Builds the two-tower model named by `config.model` (tower names checked by config_lib)."""
+  """Builds the two-tower model named by `config.model` (tower names checked by config_lib);
+  `vocab_size` is the tokenizer's (model.vocab_size, when set, must hold it)."""
   dtype = DTYPES[model_cfg.compute_dtype]
+  if model_cfg.vocab_size:
+    if vocab_size > model_cfg.vocab_size:
+      raise ValueError(f'the tokenizer has {vocab_size} tokens but config.model.vocab_size is '
+                       f'{model_cfg.vocab_size}')
+    vocab_size = model_cfg.vocab_size
   img_kwargs = dict(model_cfg.image)
   img_name = img_kwargs.pop('name')
   txt_kwargs = dict(model_cfg.text)
@@ -68,4 +98,5 @@ def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: 
                                remat=model_cfg.remat,
                                **txt_kwargs)
   return TwoTower(image, text, model_cfg.embed_dim, model_cfg.temperature_init,
-                  model_cfg.learn_temperature)
+                  model_cfg.learn_temperature, model_cfg.image_projection,
+                  model_cfg.text_projection)
