@@ -12,7 +12,7 @@ def get_config(arg: str = ''):
   config = config_lib.base_config()
   config.total_steps = 600
   config.data.global_batch = 512
-  config.optimizer.lr = 2e-3
+  config.optimizer.lr = 3e-3
   config.optimizer.warmup_steps = 50
   # A convolutional stem with 16-px patches: 9 tokens per 48-px image, and convolutions see shape.
   config.model.image.update(stem='conv', patch=16)
