@@ -43,6 +43,11 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
     handler.addFilter(_QuietLibraries())
+  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
+  try:  # fail in seconds with one line naming the field, before TF, devices or the workdir
+    config_lib.validate(FLAGS.config)
+  except config_lib.ConfigError as e:
+    raise SystemExit(f'vlalign: {e}') from None
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
   _maybe_init_distributed()

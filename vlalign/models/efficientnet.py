@@ -53,6 +53,11 @@ def round_repeats(repeats: int, depth: float) -> int:
   return int(math.ceil(depth * repeats))
 
 
+def embedding_width(variant: str, width_coefficient: float = 0.0) -> int:
+  """Width of the pooled features without the top conv (the last MBConv stage's width)."""
+  return round_filters(STAGES[-1][4], width_coefficient or VARIANTS[variant][0])
+
+
 def block_specs(width: float, depth: float) -> list[dict]:
   """Every MBConv block of the network in order: kernel, stride, expand, in/out widths."""
   specs = []

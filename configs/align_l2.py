@@ -1,0 +1,37 @@
+"""ALIGN-L2-Large (Jia et al. 2021, the main model): EfficientNet-L2 (no top) + BERT-Large,
+Linear 1024 -> 1376, parameters and optimizer state sharded over the mesh (FSDP).
+
+get_config(arg): arg is a comma-separated list.
+  (none)     the paper's model and recipe; needs real data (config.data.train_pattern,
+             config.data.vocab_file).
+  runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import align_b7  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# FSDP: every large kernel and embedding table is split over the 'fsdp' axis on its last
+# dimension (output channels / width); norms, biases and small tensors are replicated.
+FSDP_RULES = (
+    (r'(conv|expand|reduce)/kernel$', (None, None, None, 'fsdp')),
+    (r'(query|key|value|out|fc1|fc2|proj)/kernel$', (None, 'fsdp')),
+    (r'embed/embedding$', (None, 'fsdp')),
+)
+
+
+def get_config(arg: str = ''):
+  """ALIGN-L2-Large; `runlocal` for a CPU-sized variant."""
+  args = set(filter(None, (arg or '').split(',')))
+  config = align_b7.align_config('l2', 'large')
+  config.model.remat = True
+  config.mesh = {'data': -1, 'fsdp': 16}
+  config.batch_axes = ('data', 'fsdp')
+  config.partition_rules = FSDP_RULES
+  if 'runlocal' in args:
+    # Twice as wide and deep as align_b7:runlocal, rematerialised per block like the full one.
+    align_b7.runlocal(config, 'l2', width=0.5, depth=0.6, text_depth=4)
+    config.mesh = {'data': -1, 'fsdp': 1}
+  return config
