@@ -45,10 +45,15 @@ def texts_from_shards(pattern: str) -> tf.data.Dataset:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('input', None, 'Glob of TFRecord shards with a `text` feature.')
-flags.DEFINE_string('output', None, 'Where to write vocab.txt.')
-flags.DEFINE_integer('vocab_size', 1000, 'Target vocabulary size.')
-flags.DEFINE_bool('lower_case', True, 'Lower-case text before learning.')
+
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program (the module is also a library,
+  and absl refuses a flag name that another imported tool already defined)."""
+  flags.DEFINE_string('input', None, 'Glob of TFRecord shards with a `text` feature.')
+  flags.DEFINE_string('output', None, 'Where to write vocab.txt.')
+  flags.DEFINE_integer('vocab_size', 1000, 'Target vocabulary size.')
+  flags.DEFINE_bool('lower_case', True, 'Lower-case text before learning.')
 
 
 def main(argv) -> None:
@@ -63,4 +68,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
