@@ -40,3 +40,13 @@ def test_summary_align_l2_total():
   assert s['params_total'] == 802_722_485
   assert s['params_image'] == 467_219_796
   assert abs(s['flops_image'] / 141.3e9 - 1) < 0.05, s['flops_image']
+
+
+def test_tool_modules_import_next_to_main_without_flag_clashes():
+  """Library imports of the tools must not define absl flags (CI once failed on `--config` being
+  defined by both vlalign.tools.summary and vlalign.main in one pytest session)."""
+  code = ('import vlalign.tools.summary, vlalign.tools.build_vocab, vlalign.main; '
+          'from absl import flags; print(flags.FLAGS["config"].help)')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]

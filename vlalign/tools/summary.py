@@ -19,12 +19,18 @@ from ml_collections import config_flags
 
 from vlalign.models import two_tower
 
-config_flags.DEFINE_config_file('config', None, 'Config file (`path.py` or `path.py:arg`).',
-                                lock_config=True)
-flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
-flags.DEFINE_integer('vocab_size', 0, 'Text vocabulary size (default: config.model.vocab_size, '
-                     'else the embedded data\'s configured vocab_size).')
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program: the module is also imported as a
+  library next to vlalign.main, whose --config flag would collide."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (`path.py` or `path.py:arg`).',
+                                  lock_config=True)
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of a table.')
+  flags.DEFINE_integer('vocab_size', 0, 'Text vocabulary size (default: config.model.vocab_size, '
+                       'else the embedded data\'s configured vocab_size).')
+
 
 _GROUPS = {'image': ('image_tower', 'image_proj'), 'text': ('text_tower', 'text_proj')}
 
@@ -101,4 +107,5 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
   jax.config.update('jax_platforms', 'cpu')  # abstract shapes only: no accelerator needed
+  _define_flags()
   app.run(main)
