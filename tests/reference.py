@@ -26,3 +26,18 @@ def contrastive_loss(x, y, scale, smoothing=0.0, reduction='sum'):
   gy = scale * g_logits.T @ x
   gs = (g_logits * (x @ y.T)).sum()
   return w * (i2t + t2i), i2t, t2i, gx, gy, gs
+
+
+def sigmoid_loss(x, y, scale, bias):
+  """Full-matrix SigLIP loss -1/n sum_ij log sigmoid(z_ij (s x_i.y_j + bias)), z = 2 I - 1, and
+  its gradient w.r.t. x, y, scale and bias."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  n = x.shape[0]
+  z = 2.0 * np.eye(n) - 1.0
+  raw = x @ y.T
+  logits = scale * raw + bias
+  loss = np.logaddexp(0.0, -z * logits).sum() / n  # -log sigmoid(t) = log(1 + exp(-t))
+  g_logits = -z / (1.0 + np.exp(z * logits)) / n  # d/dl of log(1 + exp(-z l)), over n
+  gx = scale * g_logits @ y
+  gy = scale * g_logits.T @ x
+  return loss, gx, gy, (g_logits * raw).sum(), g_logits.sum()

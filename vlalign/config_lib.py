@@ -6,11 +6,12 @@ from typing import Any
 
 import ml_collections
 
+from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
 
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
-LOSSES = ('softmax',)
+LOSSES = losses_api.NAMES
 DATA_SOURCES = ('embedded', 'tfrecord')
 
 
@@ -50,6 +51,8 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'vocab_size': 0,
       'temperature_init': 1.0,
       'learn_temperature': True,
+      # Initial learnable logit bias (SigLIP: -10); None: the model has no bias parameter.
+      'bias_init': ml_collections.FieldReference(None, field_type=float),
       'compute_dtype': 'float32',
       'remat': False,
   })
@@ -65,7 +68,10 @@ def base_config() -> ml_collections.ConfigDict:
       'stop_at_step': 0,
       'data': _data_defaults(),
       'model': _model_defaults(),
-      'loss': {'name': 'softmax', 'label_smoothing': 0.1, 'reduction': 'sum'},
+      # impl 'gather': b x B logits per device; 'blockwise': softmax in column chunks of `chunk`
+      # (b x chunk logits), sigmoid round the device ring (b x b). Same values and gradients.
+      'loss': {'name': 'softmax', 'label_smoothing': 0.1, 'reduction': 'sum', 'impl': 'gather',
+               'chunk': 1024},
       'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
                     'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
                     'eps': 1e-6, 'grad_clip': 1.0},
@@ -78,6 +84,12 @@ def base_config() -> ml_collections.ConfigDict:
       # run with an error, 'skip' goes on and counts it (train/skipped_steps).
       'nan_policy': 'stop',
       'log_every': 25,
+      # MFU (train/mfu) needs the peak FLOP/s of one device: this value, or 0 for the built-in
+      # bf16 table of known accelerators (vlalign/perf.py). FLOPs per step come from XLA.
+      'peak_flops_per_device': 0.0,
+      # A jax.profiler trace of steps [start_step, start_step + num_steps) into workdir/profile
+      # (0: off).
+      'profile': {'start_step': 0, 'num_steps': 3},
       'checkpoint_every': 200,
       'keep_checkpoints': 3,
       'eval_every': 0,
@@ -131,9 +143,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)
   _check(m.vocab_size >= 0, 'model.vocab_size', 'must be 0 (the tokenizer\'s) or positive')
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
+  _check(m.bias_init is None or abs(m.bias_init) < float('inf'), 'model.bias_init',
+         f'must be None (no bias) or a finite number, got {m.bias_init!r}')
   _check_choice(config.loss.name, 'loss.name', LOSSES)
   _check_choice(config.loss.reduction, 'loss.reduction', ('sum', 'mean'))
   _check(0.0 <= config.loss.label_smoothing < 1.0, 'loss.label_smoothing', 'must be in [0, 1)')
+  _check_choice(config.loss.impl, 'loss.impl', losses_api.IMPLS)
+  _check(isinstance(config.loss.chunk, int) and config.loss.chunk > 0, 'loss.chunk',
+         f'must be a positive int, got {config.loss.chunk!r}')
   _check_choice(o.name, 'optimizer.name', OPTIMIZERS)
   _check_choice(o.decay, 'optimizer.decay', DECAYS)
   _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
@@ -148,5 +165,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for axis in config.batch_axes:
     _check(axis in config.mesh, 'batch_axes', f'axis {axis!r} is not in config.mesh')
   _check_choice(config.nan_policy, 'nan_policy', ('stop', 'skip'))
+  _check(config.peak_flops_per_device >= 0, 'peak_flops_per_device', 'must be >= 0 (0: table)')
+  _check(config.profile.start_step >= 0, 'profile.start_step', 'must be >= 0 (0: off)')
+  _check(config.profile.num_steps >= 1, 'profile.num_steps', 'must be >= 1')
   for name in config.evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))

@@ -13,12 +13,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel
+from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel, perf
 from vlalign.data import pipeline
 from vlalign.data.embedded import generator
 from vlalign.data.text import WordpieceTokenizer
 from vlalign.evaluate.heldout import HeldoutEvaluator
-from vlalign.losses import contrastive
+from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
 
 
@@ -71,14 +71,14 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     out, model_state = model.apply({'params': params, **model_state}, batch['image'],
                                    batch['tokens'], train=True, rngs={'dropout': rng},
                                    mutable=list(model_state))
-    losses = contrastive.softmax_contrastive(
-        out['image'], out['text'], out['scale'], mesh, batch_axes=config.batch_axes,
-        label_smoothing=loss_cfg.label_smoothing, reduction=loss_cfg.reduction)
-    return losses['loss'], (losses, out['scale'], model_state)
+    losses = losses_api.compute(loss_cfg, out, mesh, config.batch_axes)
+    logit_params = {k: out[k] for k in ('scale', 'bias') if k in out}
+    return losses['loss'], (losses, logit_params, model_state)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, (losses, scale, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (losses, logit_params, model_state)), grads = grad_fn(
         state.params, state.model_state, batch, rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -92,8 +92,11 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     skipped = state.skipped + (~finite).astype(jnp.int32)
     metrics = {f'train/{k}': v for k, v in losses.items()}
     metrics.update({'train/grad_norm': grad_norm, 'train/param_norm': optax.global_norm(params),
-                    'train/lr': lr_fn(state.step), 'train/temperature': 1.0 / scale,
+                    'train/lr': lr_fn(state.step),
+                    'train/temperature': 1.0 / logit_params['scale'],
                     'train/skipped_steps': skipped})
+    if 'bias' in logit_params:
+      metrics['train/bias'] = logit_params['bias']
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped,
                         model_state=model_state)
     return new, metrics
@@ -143,10 +146,13 @@ def _check_finite(state: TrainState, step: int, policy: str, seen: int) -> int:
   return skipped
 
 
-def _log(writer, progress, step, metrics, batch_size) -> dict[str, float]:
+def _log(writer, progress, step, metrics, batch_size, flops_per_step=0.0,
+         peak=0.0) -> dict[str, float]:
   scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
   rate = progress.rate(step)
   scalars.update({'train/steps_per_sec': rate, 'train/examples_per_sec': rate * batch_size})
+  if flops_per_step:
+    scalars.update(perf.perf_metrics(flops_per_step, rate, peak))
   writer.write_scalars(step, scalars)
   logging.info('%s', progress.line(step, rate, scalars))
   return scalars
@@ -208,15 +214,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   last = config.stop_at_step or config.total_steps
   stop = _StopSignal()
   skipped = int(jax.device_get(state.skipped))
+  peak, peak_source = perf.peak_flops_per_device(config)
+  logging.info('MFU: %s', f'logged against {peak:.4g} FLOP/s per device ({peak_source})'
+               if peak else f'not logged ({peak_source})')
+  profiler = perf.Profiler(workdir, config.profile.start_step, config.profile.num_steps)
+  compiled, flops_per_step = None, 0.0
   try:
     for step in range(start + 1, last + 1):
-      state, metrics = train_step(state, parallel.global_batch(next(it), batch_sh))
+      batch = parallel.global_batch(next(it), batch_sh)
+      if compiled is None:  # compiled ahead of time once, for XLA's FLOPs of the step
+        compiled = train_step.lower(state, batch).compile()
+        flops_per_step = perf.compiled_flops(compiled)
+        logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
+      profiler.before_step(step)
+      state, metrics = compiled(state, batch)
+      profiler.after_step(step, state)
       requested = stop.requested  # read once: a signal may land during this iteration
       stopping = bool(requested) or step == last
       if step % config.log_every == 0 or stopping or manager.should_save(step):
         skipped = _check_finite(state, step, config.nan_policy, skipped)
       if step % config.log_every == 0 or stopping:
-        _log(writer, progress, step, metrics, config.data.global_batch)
+        _log(writer, progress, step, metrics, config.data.global_batch, flops_per_step, peak)
       checkpoint.save(manager, step, state, {'position': it.position}, force=stopping)
       if requested:
         logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
@@ -229,6 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
+    profiler.close()
     stop.restore()
     manager.wait_until_finished()
     writer.close()

@@ -1,7 +1,8 @@
 """CLIP towers (Radford et al. 2021): ViT image tower and causal text transformer.
 
 Both use pre-LN residual attention blocks with QuickGELU and end in a bias-free projection to
-`output_dim` (0: no projection), as in the released CLIP models.
+`output_dim` (0: no projection), as in the released CLIP models (LayerNorm eps 1e-5). `act='gelu'`
+(exact erf GELU) gives OpenCLIP's default for models trained from scratch.
 """
 
 from typing import Any
@@ -19,19 +20,24 @@ def quick_gelu(x: jnp.ndarray) -> jnp.ndarray:
   return x * nn.sigmoid(1.702 * x)
 
 
+ACTIVATIONS = {'quick_gelu': quick_gelu, 'gelu': lambda x: nn.gelu(x, approximate=False)}
+
+
 class ResidualBlock(nn.Module):
-  """x + attn(LN(x)); x + MLP(LN(x)) with a 4x QuickGELU MLP."""
+  """x + attn(LN(x)); x + MLP(LN(x)) with a 4x MLP (QuickGELU by default)."""
   num_heads: int
   dtype: Dtype = jnp.float32
+  act: str = 'quick_gelu'
+  ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
                train: bool = False) -> jnp.ndarray:
     width = x.shape[-1]
-    y = nn.LayerNorm(dtype=self.dtype, name='ln_1')(x)
+    y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_1')(x)
     x = x + SelfAttention(self.num_heads, dtype=self.dtype, name='attn')(y, mask, train)
-    y = nn.LayerNorm(dtype=self.dtype, name='ln_2')(x)
-    y = quick_gelu(nn.Dense(4 * width, dtype=self.dtype, name='fc1')(y))
+    y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_2')(x)
+    y = ACTIVATIONS[self.act](nn.Dense(4 * width, dtype=self.dtype, name='fc1')(y))
     return x + nn.Dense(width, dtype=self.dtype, name='fc2')(y)
 
 
@@ -41,12 +47,17 @@ class Transformer(nn.Module):
   num_heads: int
   dtype: Dtype = jnp.float32
   remat: bool = False
+  act: str = 'quick_gelu'
+  ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
+    if self.act not in ACTIVATIONS:
+      raise ValueError(f'CLIP tower act must be one of {list(ACTIVATIONS)}, got {self.act!r}')
     block = nn.remat(ResidualBlock, static_argnums=(3,)) if self.remat else ResidualBlock
     for i in range(self.depth):
-      x = block(self.num_heads, self.dtype, name=f'block{i}')(x, mask, train)
+      x = block(self.num_heads, self.dtype, self.act, self.ln_eps, name=f'block{i}')(
+          x, mask, train)
     return x
 
 
@@ -67,6 +78,8 @@ class ClipViT(nn.Module):
   output_dim: int = 512
   dtype: Dtype = jnp.float32
   remat: bool = False
+  act: str = 'quick_gelu'
+  ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -79,10 +92,11 @@ class ClipViT(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(scale), (h * w + 1, c))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, c)),
                          x.reshape(n, h * w, c)], axis=1)
-    x = nn.LayerNorm(dtype=self.dtype, name='ln_pre')(x + pos.astype(x.dtype))
-    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, name='transformer')(
+    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_pre')(x + pos.astype(x.dtype))
+    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, self.act, self.ln_eps,
+                    name='transformer')(
         x, None, train)
-    x = nn.LayerNorm(dtype=self.dtype, name='ln_post')(x[:, 0])
+    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_post')(x[:, 0])
     return _project(x, self.output_dim, self.dtype)
 
 
@@ -103,6 +117,8 @@ class ClipText(nn.Module):
   pad_id: int = 0
   dtype: Dtype = jnp.float32
   remat: bool = False
+  act: str = 'quick_gelu'
+  ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -114,9 +130,10 @@ class ClipText(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(0.01), (self.max_len, self.width))
     x = (x + pos[:length]).astype(self.dtype)
     mask = nn.make_causal_mask(tokens)
-    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, name='transformer')(
+    x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, self.act, self.ln_eps,
+                    name='transformer')(
         x, mask, train)
-    x = nn.LayerNorm(dtype=self.dtype, name='ln_final')(x)
+    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_final')(x)
     eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
     x = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
     return _project(x, self.output_dim, self.dtype)

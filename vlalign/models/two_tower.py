@@ -41,12 +41,15 @@ class TwoTower(nn.Module):
   learn_temperature: bool = True
   image_projection: str = 'linear'  # one of PROJECTIONS
   text_projection: str = 'linear'
+  bias_init: float | None = None  # a learnable logit bias (SigLIP) when not None
 
   def setup(self):
     self.image_proj = _projection(self.image_projection, self.embed_dim, 'image')
     self.text_proj = _projection(self.text_projection, self.embed_dim, 'text')
     init = math.log(1.0 / self.temperature_init)
     self.log_scale = self.param('log_scale', nn.initializers.constant(init), ())
+    if self.bias_init is not None:
+      self.logit_bias = self.param('logit_bias', nn.initializers.constant(self.bias_init), ())
 
   def encode_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised image embeddings [n, embed_dim] (float32)."""
@@ -63,8 +66,11 @@ class TwoTower(nn.Module):
     return jnp.float32(1.0 / self.temperature_init)
 
   def __call__(self, images, tokens, train: bool = False) -> dict[str, jnp.ndarray]:
-    return {'image': self.encode_image(images, train), 'text': self.encode_text(tokens, train),
-            'scale': self.logit_scale()}
+    out = {'image': self.encode_image(images, train), 'text': self.encode_text(tokens, train),
+           'scale': self.logit_scale()}
+    if self.bias_init is not None:
+      out['bias'] = self.logit_bias.astype(jnp.float32)
+    return out
 
 
 def _projection(kind: str, embed_dim: int, tower: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
@@ -99,4 +105,4 @@ def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: 
                                **txt_kwargs)
   return TwoTower(image, text, model_cfg.embed_dim, model_cfg.temperature_init,
                   model_cfg.learn_temperature, model_cfg.image_projection,
-                  model_cfg.text_projection)
+                  model_cfg.text_projection, model_cfg.get('bias_init'))

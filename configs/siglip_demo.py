@@ -1,0 +1,27 @@
+"""SigLIP on the demo data: configs/demo.py's towers, data and schedule with the sigmoid loss.
+
+Logit scale s initialised at 10 (temperature 0.1, learned as log s) and a learnable logit bias at
+-10, the SigLIP initialisation; the loss goes round the device ring (loss.impl='blockwise', b x b
+logits per device). get_config(arg) takes demo.py's args (`tiny` for tests).
+"""
+
+import importlib.util
+import os
+
+
+def _load_demo():
+  """configs/demo.py, loaded by path like any config file."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py')
+  spec = importlib.util.spec_from_file_location('demo_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def get_config(arg: str = ''):
+  """The demo config with the SigLIP loss and initialisation."""
+  config = _load_demo().get_config(arg)
+  config.loss.update(name='sigmoid', impl='blockwise')
+  config.model.temperature_init = 0.1
+  config.model.bias_init = -10.0
+  return config
