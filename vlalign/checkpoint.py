@@ -53,25 +53,85 @@ def describe_mismatch(directory: str, abstract_state: Any) -> list[str]:
   return lines
 
 
+def restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
+  """(state placed like `abstract_state`, data position) of the checkpoint at `step`."""
+  out = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  return out['state'], dict(out['data'])
+
+
+def _mismatch_or_none(step_dir: str, abstract_state: Any) -> list[str] | None:
+  """The parameter differences when the checkpoint's metadata reads and differs; None when
+  it does not read (a damaged checkpoint) or matches."""
+  try:
+    return describe_mismatch(step_dir, abstract_state) or None
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Renames a damaged step directory out of orbax's view (so the step can be written again)
+  and returns its new path."""
+  step_dir = os.path.join(str(manager.directory), str(step))
+  aside = f'{step_dir}.damaged'
+  if jax.process_index() == 0:
+    n = 1
+    while os.path.exists(aside):
+      n += 1
+      aside = f'{step_dir}.damaged{n}'
+    os.rename(step_dir, aside)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f'vlalign_set_aside_{step}')
+  manager.reload()
+  return aside
+
+
+class CheckpointUnreadableError(RuntimeError):
+  """Neither the newest checkpoint nor the one before it could be read."""
+
+
+def _mismatch_error(step_dir: str, diffs: list[str], cause: Exception) -> CheckpointMismatchError:
+  shown = '\n  '.join(diffs[:20]) + (f'\n  ... and {len(diffs) - 20} more' if len(diffs) > 20
+                                     else '')
+  return CheckpointMismatchError(
+      f'checkpoint {step_dir} does not match the model/optimizer built from the config '
+      f'({len(diffs)} differences); use a new --workdir or the config that wrote it:\n  {shown}')
+
+
 def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: Any) -> tuple[int, Any, dict] | None:
-  """(step, state placed like `abstract_state`, data position) of the newest checkpoint, or None."""
-  step = manager.latest_step()
-  if step is None:
-    return None
-  logging.info('Restoring checkpoint from step %d in %s', step, manager.directory)
-  try:
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-  except ValueError as e:
+  """(step, state placed like `abstract_state`, data position) of the newest readable
+  checkpoint, or None when there is none.
+
+  When the newest checkpoint does not read (damaged, or half-written by something other than
+  orbax's atomic rename) and the one before it does, the newest is renamed to
+  `<step>.damaged` (kept, out of orbax's view) with a warning and the one before is used. When
+  neither reads, nothing is moved and CheckpointUnreadableError names both errors. A readable
+  checkpoint of another model raises CheckpointMismatchError listing the parameters.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)[:2]
+  failed = []
+  for step in steps:
     step_dir = os.path.join(str(manager.directory), str(step))
-    diffs = describe_mismatch(step_dir, abstract_state)
-    if not diffs:
-      raise
-    shown = '\n  '.join(diffs[:20]) + (f'\n  ... and {len(diffs) - 20} more' if len(diffs) > 20
-                                      else '')
-    raise CheckpointMismatchError(
-        f'checkpoint {step_dir} does not match the model/optimizer built from the config '
-        f'({len(diffs)} differences); use a new --workdir or the config that wrote it:\n  {shown}'
-    ) from e
-  return step, out['state'], dict(out['data'])
+    logging.info('Restoring checkpoint from step %d in %s', step, manager.directory)
+    try:
+      state, data = restore_step(manager, step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except
+      diffs = _mismatch_or_none(step_dir, abstract_state)
+      if diffs:
+        raise _mismatch_error(step_dir, diffs, e) from e
+      failed.append((step, e))
+      continue
+    for bad, e in failed:
+      aside = _set_aside(manager, bad)
+      logging.warning('checkpoint at step %d does not read (%s: %s); moved it to %s and resumed '
+                      'from step %d instead', bad, type(e).__name__,
+                      (str(e).splitlines() or [''])[0][:300], aside, step)
+    return step, state, data
+  if failed:
+    raise CheckpointUnreadableError(
+        'no checkpoint could be read; nothing was moved:\n  ' + '\n  '.join(
+            f'step {st}: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:300]}'
+            for st, e in failed)) from failed[0][1]
+  return None

@@ -32,6 +32,11 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'flip': False,
       'max_len': 32,
       'shuffle_buffer': 4096,
+      # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
+      # I/O scales, batches depend on the process count) or 'batch' (each reads the global
+      # record stream and decodes its slice of every global batch: identical batches for any
+      # process count, every host reads every record's bytes). See data/pipeline.py.
+      'host_split': 'files',
       'prefetch': 2,
       'eval_batch': 250,
   })
@@ -93,6 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
       'checkpoint_every': 200,
       'keep_checkpoints': 3,
       'eval_every': 0,
+      # Fault injection for testing the guards: the loss (and so every gradient) is NaN at
+      # these 1-based steps.
+      'debug': {'nan_loss_at_steps': ()},
       'evals': {'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
   })
   config.lock()
@@ -120,6 +128,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
   d, m, o = config.data, config.model, config.optimizer
   _check_choice(d.source, 'data.source', DATA_SOURCES)
+  _check_choice(d.host_split, 'data.host_split', ('files', 'batch'))
   if d.source == 'tfrecord':
     _check(bool(d.train_pattern), 'data.train_pattern',
            'is empty; set it to a glob of training TFRecord shards')

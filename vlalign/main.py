@@ -31,11 +31,29 @@ class _QuietLibraries(pylogging.Filter):
     return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
 
 
+def _cluster_env() -> str | None:
+  """The multi-process environment this job runs in, if any: a SLURM job step with several
+  tasks, or a Cloud TPU VM slice with several workers (JAX reads the details itself)."""
+  if int(os.environ.get('SLURM_NTASKS', '1') or 1) > 1 and 'SLURM_STEP_ID' in os.environ:
+    return 'SLURM'
+  if len([h for h in os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]) > 1:
+    return 'Cloud TPU pod'
+  return None
+
+
 def _maybe_init_distributed() -> None:
+  """jax.distributed for multi-process runs: from --coordinator/--num_processes/--process_id
+  (launch/local.sh), else detected from the SLURM or Cloud TPU environment."""
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.num_processes and FLAGS.num_processes > 1:
+    if FLAGS.coordinator is None or FLAGS.process_id is None:
+      raise SystemExit('vlalign: --num_processes > 1 needs --coordinator=host:port and '
+                       '--process_id')
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  elif (env := _cluster_env()) is not None:
+    logging.info('multi-process %s environment detected: jax.distributed.initialize()', env)
+    jax.distributed.initialize()
 
 
 def main(argv) -> None:
@@ -51,12 +69,20 @@ def main(argv) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
   _maybe_init_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:  # process 0 reports; the others speak up only for warnings
+    logging.set_verbosity(logging.WARNING)
   from vlalign import train  # pylint: disable=g-import-not-at-top
   name = pathlib.Path(FLAGS['config'].config_filename.split(':')[0]).stem
   workdir = os.path.abspath(FLAGS.workdir or os.path.join('workdirs', name))
   os.makedirs(workdir, exist_ok=True)
   logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
-  train.train_and_evaluate(FLAGS.config, workdir)
+  from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
+  try:
+    train.train_and_evaluate(FLAGS.config, workdir)
+  except (FloatingPointError, checkpoint.CheckpointMismatchError,
+          checkpoint.CheckpointUnreadableError, config_lib.ConfigError) as e:
+    raise SystemExit(f'vlalign: {e}') from None
 
 
 if __name__ == '__main__':

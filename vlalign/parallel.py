@@ -7,20 +7,22 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vlalign.config_lib import ConfigError
+
 
 def make_mesh(axes: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
   """Mesh over all devices with named axis sizes; one axis may be -1 (the rest)."""
   devices = list(devices if devices is not None else jax.devices())
   names, sizes = list(axes.keys()), list(axes.values())
   if sizes.count(-1) > 1:
-    raise ValueError(f'config.mesh: at most one axis may be -1, got {dict(axes)}')
+    raise ConfigError(f'config.mesh: at most one axis may be -1, got {dict(axes)}')
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f'config.mesh: {dict(axes)} does not divide {len(devices)} devices')
+      raise ConfigError(f'config.mesh: {dict(axes)} does not divide {len(devices)} devices')
     sizes[sizes.index(-1)] = len(devices) // known
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f'config.mesh: {dict(zip(names, sizes))} needs {int(np.prod(sizes))} '
+    raise ConfigError(f'config.mesh: {dict(zip(names, sizes))} needs {int(np.prod(sizes))} '
                      f'devices but {len(devices)} are available')
   return jax.make_mesh(tuple(sizes), tuple(names), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(names))
@@ -37,7 +39,7 @@ def _fit(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
     names = axes if isinstance(axes, tuple) else (() if axes is None else (axes,))
     for a in names:
       if a not in mesh.shape:
-        raise ValueError(f'config.partition_rules: mesh axis {a!r} is not in config.mesh '
+        raise ConfigError(f'config.partition_rules: mesh axis {a!r} is not in config.mesh '
                          f'{dict(mesh.shape)}')
     out.append(axes if dim % int(np.prod([mesh.shape[a] for a in names])) == 0 else None)
   return P(*out)
@@ -54,7 +56,7 @@ def param_shardings(abstract_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, t
     for regex, spec in compiled:
       if regex.search(name):
         if len(spec) > len(getattr(leaf, 'shape', ())):
-          raise ValueError(f'partition rule {regex.pattern!r} -> {spec} has more axes than '
+          raise ConfigError(f'config.partition_rules: rule {regex.pattern!r} -> {spec} has more axes than '
                            f'{name} of shape {leaf.shape}')
         return NamedSharding(mesh, _fit(spec, leaf.shape, mesh))
     return NamedSharding(mesh, P())
@@ -75,8 +77,8 @@ def check_batch(global_batch_size: int, mesh: Mesh, batch_axes: Sequence[str]) -
   """Clear error when the global batch does not split evenly over processes and devices."""
   n = int(np.prod([mesh.shape[a] for a in batch_axes]))
   if global_batch_size % n:
-    raise ValueError(f'config.data.global_batch={global_batch_size} is not divisible by the '
+    raise ConfigError(f'config.data.global_batch={global_batch_size} is not divisible by the '
                      f'{n} devices on mesh axes {tuple(batch_axes)}')
   if global_batch_size % jax.process_count():
-    raise ValueError(f'config.data.global_batch={global_batch_size} is not divisible by '
+    raise ConfigError(f'config.data.global_batch={global_batch_size} is not divisible by '
                      f'{jax.process_count()} processes')

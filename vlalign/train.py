@@ -66,20 +66,26 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   loss_cfg = config.loss
+  nan_steps = tuple(int(s) for s in config.debug.nan_loss_at_steps)
 
-  def loss_fn(params, model_state, batch, rng):
+  def loss_fn(params, model_state, batch, rng, step):
     out, model_state = model.apply({'params': params, **model_state}, batch['image'],
                                    batch['tokens'], train=True, rngs={'dropout': rng},
                                    mutable=list(model_state))
     losses = losses_api.compute(loss_cfg, out, mesh, config.batch_axes)
     logit_params = {k: out[k] for k in ('scale', 'bias') if k in out}
-    return losses['loss'], (losses, logit_params, model_state)
+    loss = losses['loss']
+    if nan_steps:  # fault injection (config.debug): a NaN loss and NaN gradients at these steps
+      bad = jnp.isin(step + 1, jnp.asarray(nan_steps, jnp.int32))
+      loss = loss * jnp.where(bad, jnp.nan, 1.0)
+      losses = {**losses, 'loss': loss}
+    return loss, (losses, logit_params, model_state)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (losses, logit_params, model_state)), grads = grad_fn(
-        state.params, state.model_state, batch, rng)
+        state.params, state.model_state, batch, rng, state.step)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -182,6 +188,38 @@ def _restore(config, workdir, state, shardings):
     position = int(data_pos['position'])
     logging.info('Resumed from checkpoint at step %d (data position %d)', step0, position)
   return manager, state, position
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> tuple[int, dict[str, float]]:
+  """Held-out metrics of the checkpoint at `step` (default: the newest) in `workdir`; also
+  written to <workdir>/eval/heldout_step<step>.json."""
+  config_lib.validate(config)
+  mesh = parallel.make_mesh(config.mesh)
+  paths = prepare_data(config)
+  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
+  tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
+  state, shardings = init_state(config, model, tx, mesh)
+  manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'), save_every=1, keep=None)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f'no checkpoints in {os.path.join(workdir, "checkpoints")}')
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}/checkpoints '
+                            f'(there are {steps})')
+  state, _ = checkpoint.restore_step(manager, step, _abstract(state, shardings))
+  logging.info('evaluating the checkpoint at step %d of %s', step, workdir)
+  evaluator = HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
+  results = evaluator.run(state.params, state.model_state)
+  logging.info('eval at step %d: %s', step,
+               ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
+  if jax.process_index() == 0:
+    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+    with open(os.path.join(workdir, 'eval', f'heldout_step{step}.json'), 'w') as f:
+      json.dump({'step': step, **results}, f, indent=1)
+  return step, results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

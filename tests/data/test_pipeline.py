@@ -88,3 +88,30 @@ def test_eval_set_has_attributes(small_dataset):
   assert 0.25 < single.mean() < 0.6
   assert (ev['colors'][single] >= 0).all() and (ev['colors'][single] < 8).all()
   assert (ev['tokens'][:, 0] == tok.cls_id).all()
+
+
+def test_batch_split_hosts_together_give_the_single_process_batches_and_resume(small_dataset):
+  """host_split 'batch': the 3 hosts' batches, concatenated in process order, equal the batches
+  one process reads (images, augmentation included, and tokens); a resume from any host's
+  position continues every host exactly."""
+  tok = WordpieceTokenizer(small_dataset['vocab'], 24)
+  cfg = _cfg(batch=12)
+  cfg.host_split = 'batch'
+  files = _files(small_dataset)
+  single = _take(pipeline.TrainIterator(cfg, files, tok, seed=0), 5)
+  hosts = [pipeline.TrainIterator(cfg, files, tok, seed=0, process_index=p, process_count=3)
+           for p in range(3)]
+  per_host = [_take(h, 3) for h in hosts]
+  assert {h.position for h in hosts} == {36}  # the end of global batch 3, on every host
+  for step in range(3):
+    for key in ('image', 'tokens'):
+      np.testing.assert_array_equal(
+          np.concatenate([per_host[p][step][key] for p in range(3)]), single[step][key])
+  resumed = [_take(pipeline.TrainIterator(cfg, files, tok, seed=0, start_index=36,
+                                          process_index=p, process_count=3), 2)
+             for p in range(3)]
+  for step in range(2):
+    np.testing.assert_array_equal(
+        np.concatenate([resumed[p][step]['tokens'] for p in range(3)]), single[3 + step]['tokens'])
+    np.testing.assert_array_equal(
+        np.concatenate([resumed[p][step]['image'] for p in range(3)]), single[3 + step]['image'])

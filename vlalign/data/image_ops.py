@@ -3,9 +3,39 @@
 import tensorflow as tf
 
 
-def decode(image_bytes: tf.Tensor) -> tf.Tensor:
-  """Encoded bytes (PNG/JPEG/GIF/BMP) -> uint8 [h, w, 3]."""
-  img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+# Decoded images larger than this are refused before any pixel buffer is allocated (a 60-byte
+# PNG header can claim 2^31 x 2^31 pixels).
+MAX_PIXELS = 1 << 26  # 67 megapixels
+
+
+def encoded_size(image_bytes: tf.Tensor) -> tf.Tensor:
+  """(height, width) int64 read from a JPEG's or PNG's header without decoding; (0, 0) for
+  other formats (GIF/BMP: their decoders bound the size by the byte length)."""
+  def png():
+    raw = tf.io.decode_raw(tf.strings.substr(image_bytes, 16, 8), tf.uint8)
+    v = tf.cast(raw, tf.int64)
+    width = ((v[0] * 256 + v[1]) * 256 + v[2]) * 256 + v[3]
+    height = ((v[4] * 256 + v[5]) * 256 + v[6]) * 256 + v[7]
+    return tf.stack([height, width])
+
+  def jpeg():
+    return tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)
+
+  is_png = tf.logical_and(tf.strings.length(image_bytes) >= 24,
+                          tf.equal(tf.strings.substr(image_bytes, 0, 8), b'\x89PNG\r\n\x1a\n'))
+  return tf.case([(is_png, png), (tf.io.is_jpeg(image_bytes), jpeg)],
+                 default=lambda: tf.zeros([2], tf.int64))
+
+
+def decode(image_bytes: tf.Tensor, max_pixels: int = MAX_PIXELS) -> tf.Tensor:
+  """Encoded bytes (PNG/JPEG/GIF/BMP) -> uint8 [h, w, 3]; an image whose header claims more than
+  `max_pixels` pixels is an InvalidArgumentError before anything is allocated."""
+  hw = encoded_size(image_bytes)
+  check = tf.debugging.Assert(
+      hw[0] * hw[1] <= max_pixels,
+      [f'image header claims more than {max_pixels} pixels: (height, width) =', hw])
+  with tf.control_dependencies([check]):
+    img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
   img.set_shape([None, None, 3])
   return img
 

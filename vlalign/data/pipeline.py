@@ -38,9 +38,23 @@ def host_files(files: list[str], process_index: int, process_count: int) -> tupl
 
 
 def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
-  """Endless deterministic stream of (index, serialized record) for this host."""
-  mine, shard_examples = host_files(files, process_index, process_count)
+                  process_count: int = 1, host_split: str = 'files', global_batch: int = 0,
+                  start_index: int = 0) -> tf.data.Dataset:
+  """Endless deterministic stream of (index, serialized record) for this host, from raw record
+  `start_index` on.
+
+  host_split 'files': each host reads its own files (or every process_count-th record when
+  there are fewer files than hosts); indices count this host's stream, and batches depend on
+  the number of processes. 'batch': every host reads the one global stream a single process
+  would read and keeps its contiguous slice of each global batch of `global_batch` records
+  (only those are decoded later); indices are global, so batches and augmentations are the
+  same for any number of processes, at the cost of every host reading every record's bytes.
+  """
+  if host_split not in ('files', 'batch'):
+    raise ValueError(f'config.data.host_split: {host_split!r} is not one of [\'batch\', \'files\']')
+  split = host_split == 'files' and process_count > 1
+  mine, shard_examples = host_files(files, process_index, process_count) if split else (
+      files, False)
   read = lambda d: d.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(mine)),
                                 block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
                                 deterministic=True)
@@ -52,7 +66,16 @@ def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_i
     ds = read(ds.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat())
   if shuffle_buffer > 1:
     ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-  return ds.enumerate()
+  ds = ds.enumerate()
+  if start_index:
+    ds = ds.skip(start_index)
+  if host_split == 'batch' and process_count > 1:
+    if not global_batch or global_batch % process_count:
+      raise ValueError(f'config.data.global_batch={global_batch} must be a positive multiple '
+                       f'of the {process_count} processes')
+    per_host = global_batch // process_count
+    ds = ds.filter(lambda i, _: (i // per_host) % process_count == process_index)
+  return ds
 
 
 def _train_parse(cfg, tokenizer: WordpieceTokenizer, seed: int):
@@ -72,9 +95,9 @@ def train_dataset(cfg, files: list[str], tokenizer: WordpieceTokenizer, *, seed:
   """Batched training input for this host, starting at raw record `start_index`."""
   per_host = cfg.global_batch // process_count
   ds = record_stream(files, seed=seed, shuffle_buffer=cfg.shuffle_buffer,
-                     process_index=process_index, process_count=process_count)
-  if start_index:
-    ds = ds.skip(start_index)
+                     process_index=process_index, process_count=process_count,
+                     host_split=cfg.host_split, global_batch=cfg.global_batch,
+                     start_index=start_index)
   ds = ds.map(_train_parse(cfg, tokenizer, seed), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   ds = ds.batch(per_host, drop_remainder=True)
@@ -87,6 +110,9 @@ class TrainIterator:
   def __init__(self, cfg, files, tokenizer, *, seed: int, start_index: int = 0,
                process_index: int = 0, process_count: int = 1):
     self.position = start_index
+    # With host_split 'batch' the indices are global and this host read a slice of each global
+    # batch: the position to resume from is the end of the last global batch.
+    self._round_to = cfg.global_batch if (cfg.host_split == 'batch' and process_count > 1) else 1
     ds = train_dataset(cfg, files, tokenizer, seed=seed, start_index=start_index,
                        process_index=process_index, process_count=process_count)
     self._it = ds.as_numpy_iterator()
@@ -96,7 +122,8 @@ class TrainIterator:
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self._it)
-    self.position = int(batch.pop('index').max()) + 1
+    last = int(batch.pop('index').max())
+    self.position = (last // self._round_to + 1) * self._round_to
     return batch
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from vlalign.data import pipeline
 from vlalign.data.embedded import generator
@@ -48,6 +49,10 @@ class HeldoutEvaluator:
     `model_state` holds non-trainable variables such as batch-norm statistics."""
     t0 = time.time()
     variables = {'params': params, **(model_state or {})}
+    if jax.process_count() > 1:
+      # Parameters span the devices of every process (replicated or FSDP-sharded): each process
+      # gathers a full host copy and embeds the (small) held-out set on its own first device.
+      variables = multihost_utils.process_allgather(variables, tiled=True)
     img = batched_apply(lambda x: self._img(variables, x), self.data['image'], self.batch)
     txt = batched_apply(lambda t: self._txt(variables, t), self.data['tokens'], self.batch)
     out = {}

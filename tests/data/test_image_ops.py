@@ -1,0 +1,42 @@
+"""Image decoding refuses oversized headers before allocating; sizes read from headers."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from vlalign.data import image_ops
+
+
+def _encode(fmt: str, h: int, w: int) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, format=fmt)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize('fmt', ['PNG', 'JPEG'])
+def test_header_size_matches_the_image(fmt):
+  data = _encode(fmt, 37, 53)
+  np.testing.assert_array_equal(image_ops.encoded_size(tf.constant(data)).numpy(), [37, 53])
+  assert image_ops.decode(tf.constant(data)).shape == (37, 53, 3)
+
+
+def test_png_claiming_a_huge_size_is_refused_before_decoding():
+  """A tiny PNG whose IHDR claims 100,000 x 100,000 pixels (10^10: 30 GB decoded)."""
+  def chunk(kind, body):
+    return struct.pack('>I', len(body)) + kind + body + struct.pack(
+        '>I', zlib.crc32(kind + body) & 0xffffffff)
+  ihdr = struct.pack('>IIBBBBB', 100_000, 100_000, 8, 2, 0, 0, 0)
+  data = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\0' * 4)) \
+      + chunk(b'IEND', b'')
+  np.testing.assert_array_equal(image_ops.encoded_size(tf.constant(data)).numpy(),
+                                [100_000, 100_000])
+  with pytest.raises(tf.errors.InvalidArgumentError, match='more than 67108864 pixels'):
+    image_ops.decode(tf.constant(data))
+  # A small limit refuses an ordinary image the same way.
+  with pytest.raises(tf.errors.InvalidArgumentError, match='more than 100 pixels'):
+    image_ops.decode(tf.constant(_encode('PNG', 20, 20)), max_pixels=100)
