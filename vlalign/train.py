@@ -190,10 +190,10 @@ def _restore(config, workdir, state, shardings):
   return manager, state, position
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
-                        step: int | None = None) -> tuple[int, dict[str, float]]:
-  """Held-out metrics of the checkpoint at `step` (default: the newest) in `workdir`; also
-  written to <workdir>/eval/heldout_step<step>.json."""
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
+                          step: int | None = None) -> dict[str, Any]:
+  """The model, tokenizer, data paths and restored variables of the checkpoint at `step`
+  (default: the newest) in `workdir`: keys model, tokenizer, paths, params, model_state, step."""
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
@@ -210,9 +210,19 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
     raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}/checkpoints '
                             f'(there are {steps})')
   state, _ = checkpoint.restore_step(manager, step, _abstract(state, shardings))
+  return {'model': model, 'tokenizer': tokenizer, 'paths': paths, 'params': state.params,
+          'model_state': state.model_state, 'step': step}
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> tuple[int, dict[str, float]]:
+  """Held-out metrics of the checkpoint at `step` (default: the newest) in `workdir`; also
+  written to <workdir>/eval/heldout_step<step>.json."""
+  r = restore_for_inference(config, workdir, step)
+  step = r['step']
   logging.info('evaluating the checkpoint at step %d of %s', step, workdir)
-  evaluator = HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
-  results = evaluator.run(state.params, state.model_state)
+  evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
+  results = evaluator.run(r['params'], r['model_state'])
   logging.info('eval at step %d: %s', step,
                ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
   if jax.process_index() == 0:

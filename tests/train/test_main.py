@@ -143,3 +143,41 @@ def test_standalone_evaluate_reproduces_the_runs_final_eval(straight, cache):
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0
   assert 'no checkpoint at step 5' in missing.stderr.strip().splitlines()[-1]
+
+
+def _tool(module, cache, *args):
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', module,
+                         f'--config={os.path.join(ROOT, "configs", "demo.py")}:tiny', *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith('{')]
+
+
+def test_embed_export_and_search_tools(straight, cache, tmp_path):
+  index = tmp_path / 'index'
+  meta, = _tool('vlalign.tools.embed', cache, f'--workdir={straight}', f'--output={index}',
+                '--dtype=float16')
+  assert meta['step'] == 6 and meta['count'] == 100 and meta['dim'] == 32
+  img = np.load(index / 'image_emb.npy', allow_pickle=False)
+  assert img.dtype == np.float16 and img.shape == (100, 32)
+  np.testing.assert_allclose(np.linalg.norm(img.astype(np.float32), axis=1), 1.0, atol=2e-3)
+  with open(index / 'items.jsonl') as f:
+    items = [json.loads(line) for line in f]
+  assert [it['row'] for it in items] == list(range(100)) and items[3]['text']
+  # An indexed image as the query finds itself first, at cosine ~1.
+  hits = _tool('vlalign.tools.search', cache, f'--workdir={straight}', f'--index={index}',
+               '--image=row:7', '--k=3', f'--output={tmp_path / "img.png"}')
+  assert hits[0]['row'] == 7 and abs(hits[0]['score'] - 1.0) < 3e-3
+  assert [h['score'] for h in hits] == sorted((h['score'] for h in hits), reverse=True)
+  # image + text with the text weighted 0 is the image query.
+  same = _tool('vlalign.tools.search', cache, f'--workdir={straight}', f'--index={index}',
+               '--image=row:7', '--text=a red circle', '--text_weight=0', '--k=3',
+               f'--output={tmp_path / "same.png"}')
+  assert [h['row'] for h in same] == [h['row'] for h in hits]
+  text_hits = _tool('vlalign.tools.search', cache, f'--workdir={straight}', f'--index={index}',
+                    '--text=a red circle', f'--output={tmp_path / "text.png"}')
+  assert len(text_hits) == 5
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(tmp_path / 'text.png') as sheet:
+    assert sheet.size == (8 + 5 * 168, 40 + 160 + 70)
