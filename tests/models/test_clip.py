@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests.models.util import count_params, image_flops
 from vlalign.models.clip import ClipText, ClipViT
@@ -25,7 +26,8 @@ def test_rn50_param_count():
 
 
 def test_vit_b32_flops_match_oracle():
-  assert abs(image_flops(ClipViT(), 224) / 8.82e9 - 1) < 0.05
+  # The architecture's FLOPs (every block over every token); pool_last_block skips ~1/12 of them.
+  assert abs(image_flops(ClipViT(pool_last_block=False), 224) / 8.82e9 - 1) < 0.05
 
 
 def test_text_is_causal_and_pooled_at_last_token():
@@ -53,3 +55,27 @@ def test_tiny_vit_and_resnet_forward_are_finite_and_input_dependent():
     out = np.asarray(jax.jit(model.apply)(variables, x))
     assert out.shape == (2, 16) and np.isfinite(out).all()
     assert np.abs(out[0] - out[1]).max() > 1e-4
+
+
+@pytest.mark.parametrize('tower', ['vit', 'text'])
+def test_pooled_last_block_gives_the_full_towers_output_and_gradients(tower):
+  """pool_last_block computes only the pooled row in the last block: same numbers, less work."""
+  if tower == 'vit':
+    make = lambda pool: ClipViT(patch=8, width=32, depth=2, num_heads=4, output_dim=16,
+                                act='gelu', pool_last_block=pool)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 24, 24, 3))
+  else:
+    make = lambda pool: ClipText(vocab_size=50, max_len=10, width=32, depth=2, num_heads=4,
+                                 output_dim=16, pool_last_block=pool)
+    x = jnp.array([[5, 9, 3, 0, 0, 0, 0, 0], [7, 1, 2, 8, 4, 6, 2, 9], [3, 0, 0, 0, 0, 0, 0, 0]])
+  full, pooled = make(False), make(True)
+  params = full.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(params) == jax.tree.structure(pooled.init(jax.random.PRNGKey(0), x))
+  np.testing.assert_allclose(pooled.apply(params, x), full.apply(params, x), rtol=1e-5,
+                             atol=1e-5)
+  loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply(p, x)))
+  g_full, g_pooled = jax.grad(loss(full))(params), jax.grad(loss(pooled))(params)
+  for a, b in zip(jax.tree.leaves(g_pooled), jax.tree.leaves(g_full)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  flops = lambda m: jax.jit(m.apply).lower(params, x).compile().cost_analysis()['flops']
+  assert flops(pooled) < 0.9 * flops(full)

@@ -18,19 +18,22 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
-               train: bool = False) -> jnp.ndarray:
+               train: bool = False, queries: jnp.ndarray | None = None) -> jnp.ndarray:
+    """`queries` [n, Lq, d] (default: x itself) attend over x; mask is [n, 1, Lq, L]."""
     n, length, width = x.shape
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by num_heads={self.num_heads}')
     head_dim = width // self.num_heads
     dense = lambda name: nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init,
                                   name=name)
-    split = lambda t: t.reshape(n, length, self.num_heads, head_dim)
-    q, k, v = (split(dense(name)(x)) for name in ('query', 'key', 'value'))
+    split = lambda t: t.reshape(n, t.shape[1], self.num_heads, head_dim)
+    queries = x if queries is None else queries
+    q = split(dense('query')(queries))
+    k, v = (split(dense(name)(x)) for name in ('key', 'value'))
     logits = jnp.einsum('nqhd,nkhd->nhqk', q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    out = jnp.einsum('nhqk,nkhd->nqhd', weights, v).reshape(n, length, width)
+    out = jnp.einsum('nhqk,nkhd->nqhd', weights, v).reshape(n, queries.shape[1], width)
     return dense('out')(out)
