@@ -9,6 +9,29 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+class _Projection(nn.Module):
+  """The kernel [d, d] and bias [d] of one projection, laid out like nn.Dense's parameters (so
+  checkpoints and partition rules see query/kernel, query/bias, ...), returned rather than
+  applied so that several projections can run as one matrix multiply."""
+  features: int
+  kernel_init: Callable
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    kernel = self.param('kernel', self.kernel_init, (in_features, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    return kernel, bias
+
+
+def _project(x: jnp.ndarray, projections: list, dtype) -> list[jnp.ndarray]:
+  """x @ [W_1 | W_2 | ...] + [b_1 | b_2 | ...] as one matmul, split back per projection."""
+  kernels, biases = zip(*projections)
+  kernel = jnp.concatenate(kernels, axis=1).astype(dtype)
+  bias = jnp.concatenate(biases).astype(dtype)
+  y = jnp.dot(x.astype(dtype), kernel) + bias
+  return jnp.split(y, len(projections), axis=-1)
+
+
 class SelfAttention(nn.Module):
   """Self-attention over [n, L, d]; `mask` is [n, 1, L, L] boolean (True = attend)."""
   num_heads: int
@@ -27,9 +50,15 @@ class SelfAttention(nn.Module):
     dense = lambda name: nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init,
                                   name=name)
     split = lambda t: t.reshape(n, t.shape[1], self.num_heads, head_dim)
+    proj = {name: _Projection(width, self.kernel_init, name=name)(width)
+            for name in ('query', 'key', 'value')}
+    if queries is None:  # one [d, 3d] matmul for q, k and v
+      q, k, v = (split(t) for t in _project(x, [proj['query'], proj['key'], proj['value']],
+                                            self.dtype))
+    else:
+      q, = (split(t) for t in _project(queries, [proj['query']], self.dtype))
+      k, v = (split(t) for t in _project(x, [proj['key'], proj['value']], self.dtype))
     queries = x if queries is None else queries
-    q = split(dense('query')(queries))
-    k, v = (split(dense(name)(x)) for name in ('key', 'value'))
     logits = jnp.einsum('nqhd,nkhd->nhqk', q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
