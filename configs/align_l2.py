@@ -7,17 +7,15 @@ get_config(arg): arg is a comma-separated list.
   runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
 """
 
-import importlib.util
 import os
+
+from vlalign import config_lib
 
 
 def _load_align_b7():
   """configs/align_b7.py (the shared ALIGN recipe), loaded by path like any config file."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'align_b7.py')
-  spec = importlib.util.spec_from_file_location('align_b7_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_config_module(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'align_b7.py'))
 
 
 # FSDP: every large kernel and embedding table is split over the 'fsdp' axis on one dimension;

@@ -5,17 +5,15 @@ Logit scale s initialised at 10 (temperature 0.1, learned as log s) and a learna
 logits per device). get_config(arg) takes demo.py's args (`tiny` for tests).
 """
 
-import importlib.util
 import os
+
+from vlalign import config_lib
 
 
 def _load_demo():
   """configs/demo.py, loaded by path like any config file."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py')
-  spec = importlib.util.spec_from_file_location('demo_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_config_module(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py'))
 
 
 def get_config(arg: str = ''):

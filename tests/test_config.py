@@ -7,13 +7,9 @@ from vlalign import config_lib, parallel
 
 
 def _demo():
-  import importlib.util
   import os
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'demo.py')
-  spec = importlib.util.spec_from_file_location('demo_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config('')
+  return config_lib.load_config_module(path).get_config('')
 
 
 def test_demo_config_is_valid():

@@ -91,7 +91,7 @@ class CheckpointUnreadableError(RuntimeError):
   """Neither the newest checkpoint nor the one before it could be read."""
 
 
-def _mismatch_error(step_dir: str, diffs: list[str], cause: Exception) -> CheckpointMismatchError:
+def _mismatch_error(step_dir: str, diffs: list[str]) -> CheckpointMismatchError:
   shown = '\n  '.join(diffs[:20]) + (f'\n  ... and {len(diffs) - 20} more' if len(diffs) > 20
                                      else '')
   return CheckpointMismatchError(
@@ -120,7 +120,7 @@ def restore_latest(manager: ocp.CheckpointManager,
     except Exception as e:  # pylint: disable=broad-except
       diffs = _mismatch_or_none(step_dir, abstract_state)
       if diffs:
-        raise _mismatch_error(step_dir, diffs, e) from e
+        raise _mismatch_error(step_dir, diffs) from e
       failed.append((step, e))
       continue
     for bad, e in failed:

@@ -1,7 +1,9 @@
 """Shared config defaults (one place) and validation before anything expensive starts."""
 
+import importlib.util
 import os
 import re
+import types
 from typing import Any
 
 import ml_collections
@@ -105,6 +107,16 @@ def base_config() -> ml_collections.ConfigDict:
   })
   config.lock()
   return config
+
+
+def load_config_module(path: str) -> types.ModuleType:
+  """A config file (Python, run as code) loaded by path, as --config does; recipes use it to
+  build on another recipe file (configs/align_l2.py on align_b7.py)."""
+  name = os.path.splitext(os.path.basename(path))[0] + '_config'
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 class ConfigError(ValueError):

@@ -164,16 +164,21 @@ def _log(writer, progress, step, metrics, batch_size, flops_per_step=0.0,
   return scalars
 
 
-def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
-  results = evaluator.run(state.params, state.model_state)
-  writer.write_scalars(step, results)
-  writer.flush()
+def _report_eval(workdir: str, step: int, results: dict[str, float], filename: str) -> None:
+  """Logs held-out results and writes them (process 0) to <workdir>/eval/<filename>."""
   logging.info('eval at step %d: %s', step,
                ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    with open(os.path.join(workdir, 'eval', 'heldout.json'), 'w') as f:
+    with open(os.path.join(workdir, 'eval', filename), 'w') as f:
       json.dump({'step': step, **results}, f, indent=1)
+
+
+def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
+  results = evaluator.run(state.params, state.model_state)
+  writer.write_scalars(step, results)
+  writer.flush()
+  _report_eval(workdir, step, results, 'heldout.json')
   return results
 
 
@@ -223,12 +228,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   logging.info('evaluating the checkpoint at step %d of %s', step, workdir)
   evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
   results = evaluator.run(r['params'], r['model_state'])
-  logging.info('eval at step %d: %s', step,
-               ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
-  if jax.process_index() == 0:
-    os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    with open(os.path.join(workdir, 'eval', f'heldout_step{step}.json'), 'w') as f:
-      json.dump({'step': step, **results}, f, indent=1)
+  _report_eval(workdir, step, results, f'heldout_step{step}.json')
   return step, results
 
 

@@ -8,7 +8,6 @@ Prints one JSON line; tests/losses/test_losses_sharded.py asserts on it.
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tests import reference

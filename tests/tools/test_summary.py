@@ -1,11 +1,11 @@
 """tools/summary on the ALIGN configs: exact parameter totals (METHODS.md) and FLOPs."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+from vlalign import config_lib
 from vlalign.tools import summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -13,10 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def load_config(name: str, arg: str = ''):
   """get_config(arg) of configs/<name>.py."""
-  path = os.path.join(ROOT, 'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'{name}_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_config_module(os.path.join(ROOT, 'configs', f'{name}.py'))
   return module.get_config(arg)
 
 

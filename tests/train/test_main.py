@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -31,11 +30,6 @@ def read_metrics(workdir):
 
 def losses(workdir):
   return {r['step']: r['train/loss'] for r in read_metrics(workdir) if 'train/loss' in r}
-
-
-@pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('cache')
 
 
 @pytest.fixture(scope='module')

@@ -70,11 +70,6 @@ def assert_same_params(a, b, atol=0.0):
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp('cache')
-
-
-@pytest.fixture(scope='module')
 def straight(tmp_path_factory, cache):
   workdir = tmp_path_factory.mktemp('straight')
   run(workdir, cache)

@@ -44,17 +44,28 @@ class HeldoutEvaluator:
     tokens = np.asarray(self.tokenizer.tokenize(np.array(texts, dtype=object)))
     return tokens, len(entry['classes']), len(entry['templates'])
 
-  def run(self, params: Any, model_state: Any = None) -> dict[str, float]:
-    """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*);
-    `model_state` holds non-trainable variables such as batch-norm statistics."""
-    t0 = time.time()
+  @staticmethod
+  def variables(params: Any, model_state: Any = None) -> dict:
+    """The model variables, as host-usable arrays on every process."""
     variables = {'params': params, **(model_state or {})}
     if jax.process_count() > 1:
       # Parameters span the devices of every process (replicated or FSDP-sharded): each process
       # gathers a full host copy and embeds the (small) held-out set on its own first device.
       variables = multihost_utils.process_allgather(variables, tiled=True)
+    return variables
+
+  def embed(self, variables: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised image and text embeddings of the held-out pairs, row for row."""
     img = batched_apply(lambda x: self._img(variables, x), self.data['image'], self.batch)
     txt = batched_apply(lambda t: self._txt(variables, t), self.data['tokens'], self.batch)
+    return img, txt
+
+  def run(self, params: Any, model_state: Any = None) -> dict[str, float]:
+    """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*);
+    `model_state` holds non-trainable variables such as batch-norm statistics."""
+    t0 = time.time()
+    variables = self.variables(params, model_state)
+    img, txt = self.embed(variables)
     out = {}
     if self.config.evals.retrieval:
       out.update({f'eval/retrieval/{k}': v

@@ -43,26 +43,22 @@ class SelfAttention(nn.Module):
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray | None = None,
                train: bool = False, queries: jnp.ndarray | None = None) -> jnp.ndarray:
     """`queries` [n, Lq, d] (default: x itself) attend over x; mask is [n, 1, Lq, L]."""
-    n, length, width = x.shape
+    n, _, width = x.shape
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by num_heads={self.num_heads}')
     head_dim = width // self.num_heads
-    dense = lambda name: nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init,
-                                  name=name)
     split = lambda t: t.reshape(n, t.shape[1], self.num_heads, head_dim)
-    proj = {name: _Projection(width, self.kernel_init, name=name)(width)
-            for name in ('query', 'key', 'value')}
+    wq, wk, wv = (_Projection(width, self.kernel_init, name=name)(width)
+                  for name in ('query', 'key', 'value'))
     if queries is None:  # one [d, 3d] matmul for q, k and v
-      q, k, v = (split(t) for t in _project(x, [proj['query'], proj['key'], proj['value']],
-                                            self.dtype))
+      q, k, v = (split(t) for t in _project(x, [wq, wk, wv], self.dtype))
     else:
-      q, = (split(t) for t in _project(queries, [proj['query']], self.dtype))
-      k, v = (split(t) for t in _project(x, [proj['key'], proj['value']], self.dtype))
-    queries = x if queries is None else queries
+      q, = (split(t) for t in _project(queries, [wq], self.dtype))
+      k, v = (split(t) for t in _project(x, [wk, wv], self.dtype))
     logits = jnp.einsum('nqhd,nkhd->nhqk', q, k).astype(jnp.float32) / jnp.sqrt(head_dim)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
-    out = jnp.einsum('nhqk,nkhd->nqhd', weights, v).reshape(n, queries.shape[1], width)
-    return dense('out')(out)
+    out = jnp.einsum('nhqk,nkhd->nqhd', weights, v).reshape(n, q.shape[1], width)
+    return nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init, name='out')(out)

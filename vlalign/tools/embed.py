@@ -11,6 +11,7 @@ dtype). Load the arrays with np.load(..., allow_pickle=False).
 
 import json
 import os
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -28,24 +29,24 @@ def _define_flags() -> None:
   flags.DEFINE_enum('dtype', 'float32', DTYPES, 'Stored dtype of the embeddings.')
 
 
+def load_heldout(config, workdir: str, step=None) -> tuple[dict, Any, dict]:
+  """(restored checkpoint as train.restore_for_inference gives it, a HeldoutEvaluator whose
+  `.data` holds the held-out split, the model variables)."""
+  from vlalign import train  # pylint: disable=g-import-not-at-top
+  from vlalign.evaluate.heldout import HeldoutEvaluator  # pylint: disable=g-import-not-at-top
+  r = train.restore_for_inference(config, workdir, step)
+  evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
+  return r, evaluator, evaluator.variables(r['params'], r['model_state'])
+
+
 def export(config, workdir: str, output: str, step=None, dtype: str = 'float32') -> dict:
   """Embeds the held-out split; returns meta (with `count` and `dim`)."""
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vlalign import train  # pylint: disable=g-import-not-at-top
-  from vlalign.data import pipeline  # pylint: disable=g-import-not-at-top
-  from vlalign.evaluate.heldout import batched_apply  # pylint: disable=g-import-not-at-top
   if dtype not in DTYPES:
     raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
-  r = train.restore_for_inference(config, workdir, step)
-  model = r['model']
-  data = pipeline.load_eval_set(r['paths']['heldout'], config.data, r['tokenizer'])
-  variables = {'params': r['params'], **r['model_state']}
-  enc_img = jax.jit(lambda v, x: model.apply(v, x, method='encode_image'))
-  enc_txt = jax.jit(lambda v, t: model.apply(v, t, method='encode_text'))
-  batch = config.data.eval_batch
-  img = batched_apply(lambda x: enc_img(variables, x), data['image'], batch)
-  txt = batched_apply(lambda t: enc_txt(variables, t), data['tokens'], batch)
+  r, evaluator, variables = load_heldout(config, workdir, step)
+  data = evaluator.data
+  img, txt = evaluator.embed(variables)
   os.makedirs(output, exist_ok=True)
   np.save(os.path.join(output, 'image_emb.npy'), img.astype(dtype), allow_pickle=False)
   np.save(os.path.join(output, 'text_emb.npy'), txt.astype(dtype), allow_pickle=False)

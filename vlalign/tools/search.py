@@ -76,14 +76,13 @@ def search(config, workdir: str, index: str, text=None, image=None, text_weight:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vlalign import train  # pylint: disable=g-import-not-at-top
-  from vlalign.data import image_ops, pipeline  # pylint: disable=g-import-not-at-top
+  from vlalign.data import image_ops  # pylint: disable=g-import-not-at-top
+  from vlalign.tools.embed import load_heldout  # pylint: disable=g-import-not-at-top
   if not text and not image:
     raise ValueError('give --text, --image or both')
   index_emb, items, meta = load_index(index)
-  r = train.restore_for_inference(config, workdir, meta['step'])
-  model, variables = r['model'], {'params': r['params'], **r['model_state']}
-  data = pipeline.load_eval_set(r['paths']['heldout'], config.data, r['tokenizer'])
+  r, evaluator, variables = load_heldout(config, workdir, meta['step'])
+  model, data = r['model'], evaluator.data
   if len(data['image']) != len(items):
     raise ValueError(f'{index} has {len(items)} rows but the held-out split has '
                      f'{len(data["image"])}: re-export it with this config')
