@@ -1,8 +1,9 @@
 """ALIGN-B7-Base (Jia et al. 2021): EfficientNet-B7 (no top) + BERT-Base, Linear 768 -> 640.
 
 get_config(arg): arg is a comma-separated list.
-  (none)     the paper's model and recipe; needs real data: set config.data.train_pattern and
-             config.data.vocab_file (without them it stops at once, naming the field).
+  (none)     the paper's model and recipe; needs real data: set config.data.sources (e.g.
+             'tfrecord:gs://bucket/pairs-*.tfrecord') and config.data.vocab_file (without them
+             it stops at once, naming the field). ALIGN's frequency filters are on.
   runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
 """
 
@@ -17,7 +18,11 @@ def align_config(image_variant: str, text_size: str) -> ml_collections.ConfigDic
   config = config_lib.base_config()
   config.total_steps = 1_200_000
   d = config.data
-  d.source = 'tfrecord'  # train_pattern / vocab_file left empty: set them to your data
+  d.sources = ()  # set to your data, with vocab_file (the embedded shapes are no ALIGN data)
+  # ALIGN's filters (METHODS.md section 1); the two frequency rules need the corpus statistics
+  # python -m vlalign.tools.convert writes (text_stats.json): set filters.stats_file to enable.
+  d.filters.update(min_image_side=200, max_aspect_ratio=3.0, min_unigrams=3, max_unigrams=20)
+  config.evals.heldout = False
   d.global_batch = 16_384  # 1024 TPUv3 cores x 16 pairs
   d.image_size, d.resize_size = 289, 346  # train: resize 346, random crop 289, flip
   d.random_crop, d.flip = True, True
@@ -49,7 +54,9 @@ def runlocal(config: ml_collections.ConfigDict, image_variant: str, width: float
   with the given width / depth coefficients, a BERT of `text_depth` 64-wide layers."""
   config.total_steps = 6
   d = config.data
-  d.source = 'embedded'
+  d.sources = ('embedded',)
+  d.filters.update(min_image_side=0, max_aspect_ratio=0.0, min_unigrams=0, max_unigrams=0)
+  config.evals.heldout = True
   d.global_batch, d.image_size, d.resize_size, d.max_len = 32, 48, 52, 32
   d.embedded.update(train_sizes={'studio': 240, 'sketch': 160}, heldout_size=100, num_shards=4,
                     vocab_size=300)

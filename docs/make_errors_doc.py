@@ -29,10 +29,10 @@ def cases(tmp: str) -> list[tuple[str, list[str], dict, str | None]]:
        eight, None),
       ('batch axis missing from the mesh', [TINY, wd('g'), "--config.batch_axes=('model',)"], {},
        None),
-      ('tfrecord source without data', ['--config=configs/align_b7.py', wd('h')], {}, None),
+      ('paper config without data', ['--config=configs/align_b7.py', wd('h')], {}, None),
       ('training files that do not exist', ['--config=configs/align_b7.py:runlocal', wd('i'),
-                                            '--config.data.source=tfrecord',
-                                            f'--config.data.train_pattern={tmp}/none-*.tfrecord',
+                                            f"--config.data.sources=('tfrecord:{tmp}/none-*"
+                                            f".tfrecord',)",
                                             f'--config.data.vocab_file={tmp}/vocab.txt'], {},
        None),
       ('checkpoint of another model in the workdir', [TINY, wd('j'),

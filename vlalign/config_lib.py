@@ -8,21 +8,38 @@ from typing import Any
 
 import ml_collections
 
+from vlalign.data import spec as data_spec
 from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
 
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = losses_api.NAMES
-DATA_SOURCES = ('embedded', 'tfrecord')
 
 
 def _data_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
-      'source': 'embedded',
-      # source 'tfrecord': glob of training shards and the WordPiece vocabulary file.
-      'train_pattern': '',
+      # Training sources, by spec (data/sources.py): 'embedded', 'embedded:<name>',
+      # 'tfrecord:<glob>', 'tfds:<name>[/<config>]:<split>', 'wds:<glob>' (img2dataset tars).
+      'sources': ('embedded',),
+      # How several sources mix (data/pipeline.py): 'none' (one source), 'weighted' (per
+      # example) or 'debiased' (ZeroVL: one source per global batch); weights default to the
+      # sources' sizes.
+      'mixing': 'none',
+      'weights': (),
+      # Feature names of tfrecord / tfds sources ('/' for a nested TFDS feature).
+      'image_key': 'image',
+      'text_key': 'text',
+      'id_key': 'id',
+      'tfds_data_dir': '',
+      # WordPiece vocabulary file; '' uses the embedded dataset's (learned from its captions).
       'vocab_file': '',
+      # Captions longer than this (bytes) are skipped as text_too_long.
+      'max_text_bytes': 4096,
+      # ALIGN-style filters (data/filters.py); 0 turns a rule off.
+      'filters': {'min_image_side': 0, 'max_aspect_ratio': 0.0, 'min_unigrams': 0,
+                  'max_unigrams': 0, 'max_shared_text': 0, 'min_unigram_count': 0,
+                  'stats_file': ''},
       'cache_dir': os.environ.get('VLALIGN_DATA_DIR', os.path.expanduser('~/.cache/vlalign')),
       'embedded': {'seed': 0, 'train_sizes': {'studio': 12000, 'sketch': 6000},
                    'heldout_size': 1200, 'noise_fraction': 0.25, 'num_shards': 8,
@@ -102,8 +119,12 @@ def base_config() -> ml_collections.ConfigDict:
       'eval_every': 0,
       # Fault injection for testing the guards: the loss (and so every gradient) is NaN at
       # these 1-based steps.
-      'debug': {'nan_loss_at_steps': ()},
-      'evals': {'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
+      # record_example_ids: each step's example ids per host into
+      # <workdir>/example_ids/process_<i>.jsonl (to audit what a run saw, resumes included).
+      'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
+      # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
+      # labels); off for recipes that train on other data only.
+      'evals': {'heldout': True, 'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
   })
   config.lock()
   return config
@@ -139,14 +160,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(0 <= config.stop_at_step <= config.total_steps, 'stop_at_step',
          f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
   d, m, o = config.data, config.model, config.optimizer
-  _check_choice(d.source, 'data.source', DATA_SOURCES)
-  _check_choice(d.host_split, 'data.host_split', ('files', 'batch'))
-  if d.source == 'tfrecord':
-    _check(bool(d.train_pattern), 'data.train_pattern',
-           'is empty; set it to a glob of training TFRecord shards')
-    _check(bool(d.vocab_file), 'data.vocab_file', 'is empty; set it to a WordPiece vocab file')
-    _check(False, 'data.source', '"tfrecord" input is not wired into training yet (issue 4); '
-           'use "embedded"')
+  _check(isinstance(d.sources, (tuple, list)) and len(d.sources) > 0, 'data.sources',
+         f'must be a non-empty tuple of source specs (e.g. "tfrecord:gs://bucket/pairs-*", '
+         f'"wds:/data/laion/*.tar", "embedded"), got {d.sources!r}')
+  for spec in d.sources:
+    try:
+      data_spec.parse_spec(spec)
+    except data_spec.DataError as e:
+      raise ConfigError(str(e)) from e
+  no_embedded = all(data_spec.parse_spec(x)[0] != "embedded" for x in d.sources)
+  _check(bool(d.vocab_file) or config.evals.heldout or not no_embedded, 'data.vocab_file',
+         'is empty; set it to the WordPiece vocabulary of your data (python -m '
+         'vlalign.tools.build_vocab)')
+  _check_choice(d.mixing, 'data.mixing', data_spec.MIXINGS)
+  _check(d.mixing != 'none' or len(d.sources) == 1, 'data.mixing',
+         f'"none" reads one source; data.sources has {len(d.sources)} (use "weighted" or '
+         f'"debiased")')
+  _check(not d.weights or (len(d.weights) == len(d.sources) and min(d.weights) > 0),
+         'data.weights', f'{tuple(d.weights)} must be empty or one positive weight per source')
+  _check(d.max_text_bytes > 0, 'data.max_text_bytes', 'must be positive')
+  f = d.filters
+  for name in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
+               'max_shared_text', 'min_unigram_count'):
+    _check(f[name] >= 0, f'data.filters.{name}', f'must be >= 0 (0: off), got {f[name]!r}')
+  _check(not f.max_aspect_ratio or f.max_aspect_ratio >= 1, 'data.filters.max_aspect_ratio',
+         f'{f.max_aspect_ratio} is below 1 (longer side over shorter side)')
+  _check(not (f.max_unigrams and f.min_unigrams > f.max_unigrams), 'data.filters.min_unigrams',
+         f'{f.min_unigrams} is above data.filters.max_unigrams={f.max_unigrams}')
+  _check(bool(f.stats_file) or not (f.max_shared_text or f.min_unigram_count),
+         'data.filters.stats_file', 'is empty, but max_shared_text / min_unigram_count need '
+         'corpus text statistics (text_stats.json, written by python -m vlalign.tools.convert)')
   _check(d.global_batch > 0, 'data.global_batch', 'must be positive')
   _check(d.resize_size >= d.image_size, 'data.resize_size',
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')

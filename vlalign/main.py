@@ -78,10 +78,11 @@ def main(argv) -> None:
   os.makedirs(workdir, exist_ok=True)
   logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
   from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
+  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(FLAGS.config, workdir)
   except (FloatingPointError, checkpoint.CheckpointMismatchError,
-          checkpoint.CheckpointUnreadableError, config_lib.ConfigError) as e:
+          checkpoint.CheckpointUnreadableError, config_lib.ConfigError, DataError) as e:
     raise SystemExit(f'vlalign: {e}') from None
 
 

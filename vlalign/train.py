@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel, perf
-from vlalign.data import pipeline
+from vlalign.data import filters, pipeline
+from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
 from vlalign.data.text import WordpieceTokenizer
 from vlalign.evaluate.heldout import HeldoutEvaluator
@@ -34,14 +36,21 @@ class TrainState:
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
-  """Makes sure the configured data exists; returns its paths (train glob list, heldout, vocab)."""
-  e = config.data.embedded
-  paths = generator.ensure_dataset(
-      os.path.join(config.data.cache_dir, 'embedded'), seed=e.seed, train_sizes=dict(e.train_sizes),
-      heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
-      vocab_size=e.vocab_size)
-  files = sorted(f for pattern in paths['train'].values() for f in pipeline.list_files(pattern))
-  return {'train_files': files, 'heldout': paths['heldout'], 'vocab': paths['vocab']}
+  """Makes sure the configured data exists; returns the resolved training `sources`, the
+  `vocab` file and the embedded `heldout` glob ('' when config.evals.heldout is off)."""
+  d = config.data
+  need_embedded = (config.evals.heldout or not d.vocab_file or
+                   any(sources_lib.parse_spec(s)[0] == 'embedded' for s in d.sources))
+  embedded = None
+  if need_embedded:
+    e = d.embedded
+    embedded = generator.ensure_dataset(
+        os.path.join(d.cache_dir, 'embedded'), seed=e.seed, train_sizes=dict(e.train_sizes),
+        heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
+        vocab_size=e.vocab_size)
+  srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
+  return {'sources': srcs, 'vocab': d.vocab_file or embedded['vocab'],
+          'heldout': embedded['heldout'] if config.evals.heldout else ''}
 
 
 def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
@@ -182,17 +191,85 @@ def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
   return results
 
 
+def _gather_hosts(vector: np.ndarray) -> np.ndarray:
+  """[process_count, n] int64 rows of every process's vector (all processes call this)."""
+  if jax.process_count() == 1:
+    return vector[None]
+  halves = multihost_utils.process_allgather(vector.astype(np.int64).view(np.int32))
+  return np.asarray(halves, np.int32).reshape(jax.process_count(), -1).view(np.int64)
+
+
+def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
+  """Every host's data state (collective: all processes call it at the same steps)."""
+  rows = _gather_hosts(it.state().to_vector())
+  return {'version': 2, 'sources': list(config.data.sources), 'mixing': config.data.mixing,
+          'host_split': config.data.host_split, 'process_count': jax.process_count(),
+          'hosts': rows.tolist()}
+
+
+def _data_state(saved: dict, config) -> pipeline.DataState:
+  """This host's data state from a checkpoint's data item; CheckpointMismatchError when the
+  run cannot continue the saved streams exactly."""
+  n = len(config.data.sources)
+  if 'hosts' not in saved:  # the first format: one stream position shared by every host
+    if n != 1:
+      raise checkpoint.CheckpointMismatchError(
+          f'the checkpoint holds one data position; config.data.sources has {n} sources')
+    state = pipeline.DataState.initial(1)
+    state.positions[0] = int(saved['position'])
+    return state
+  for key, now in (('sources', list(config.data.sources)), ('mixing', config.data.mixing),
+                   ('host_split', config.data.host_split),
+                   ('process_count', jax.process_count())):
+    if saved[key] != now:
+      raise checkpoint.CheckpointMismatchError(
+          f'the data position in the checkpoint was saved with {key}={saved[key]!r}; this run '
+          f'has {now!r}, so its input streams differ and it cannot continue them exactly. '
+          f'Resume with the same setting (or start a fresh workdir).')
+  return pipeline.DataState.from_vector(saved['hosts'][jax.process_index()], n)
+
+
 def _restore(config, workdir, state, shardings):
   manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'),
                                     save_every=config.checkpoint_every,
                                     keep=config.keep_checkpoints)
-  position = 0
+  data_state = None
   restored = checkpoint.restore_latest(manager, _abstract(state, shardings))
   if restored:
-    step0, state, data_pos = restored
-    position = int(data_pos['position'])
-    logging.info('Resumed from checkpoint at step %d (data position %d)', step0, position)
-  return manager, state, position
+    step0, state, saved = restored
+    data_state = _data_state(saved, config)
+    logging.info('Resumed from checkpoint at step %d (data positions %s)', step0,
+                 data_state.positions)
+  return manager, state, data_state
+
+
+def _skip_metrics(it: pipeline.TrainIterator) -> dict[str, float]:
+  """data/skipped/<reason> summed over hosts (collective), for the reasons seen so far."""
+  total = _gather_hosts(it.skipped()).sum(0)
+  out = {f'data/skipped/{name}': float(n) for name, n in filters.counts_dict(total).items()}
+  out['data/skipped/total'] = float(total.sum())
+  return out
+
+
+class _IdLog:
+  """config.debug.record_example_ids: the ids of each step's examples on this host, appended to
+  <workdir>/example_ids/process_<i>.jsonl (one line per step; a resumed run appends)."""
+
+  def __init__(self, workdir: str, enabled: bool):
+    self._f = None
+    if enabled:
+      os.makedirs(os.path.join(workdir, 'example_ids'), exist_ok=True)
+      self._f = open(os.path.join(workdir, 'example_ids',
+                                  f'process_{jax.process_index()}.jsonl'), 'a')
+
+  def write(self, step: int, ids: np.ndarray) -> None:
+    if self._f:
+      self._f.write(json.dumps({'step': step, 'ids': [i.decode() for i in ids]}) + '\n')
+      self._f.flush()
+
+  def close(self) -> None:
+    if self._f:
+      self._f.close()
 
 
 def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
@@ -246,17 +323,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
-  manager, state, position = _restore(config, workdir, state, shardings)
+  manager, state, data_state = _restore(config, workdir, state, shardings)
   start = int(jax.device_get(state.step))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('model has %s parameters; training steps %d..%d', f'{n_params:,}', start,
                config.total_steps)
   batch_sh = parallel.batch_sharding(mesh, config.batch_axes)
   train_step = make_train_step(config, model, tx, lr_fn, mesh, shardings, batch_sh)
-  it = pipeline.TrainIterator(config.data, paths['train_files'], tokenizer, seed=config.seed,
-                              start_index=position, process_index=jax.process_index(),
+  it = pipeline.TrainIterator(config.data, paths['sources'], tokenizer, seed=config.seed,
+                              state=data_state, process_index=jax.process_index(),
                               process_count=jax.process_count())
-  evaluator = HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
+  evaluator = (HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
+               if paths['heldout'] else None)
+  if evaluator is None:
+    logging.info('held-out evaluation is off (config.evals.heldout)')
+  id_log = _IdLog(workdir, config.debug.record_example_ids)
   writer = metrics_lib.make_writer(workdir)
   progress = metrics_lib.Progress(config.total_steps, start)
   last = config.stop_at_step or config.total_steps
@@ -270,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start + 1, last + 1):
       batch = parallel.global_batch(next(it), batch_sh)
+      id_log.write(step, it.ids)
       if compiled is None:  # compiled ahead of time once, for XLA's FLOPs of the step
         compiled = train_step.lower(state, batch).compile()
         flops_per_step = perf.compiled_flops(compiled)
@@ -282,19 +364,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step % config.log_every == 0 or stopping or manager.should_save(step):
         skipped = _check_finite(state, step, config.nan_policy, skipped)
       if step % config.log_every == 0 or stopping:
+        metrics = {**metrics, **_skip_metrics(it)}
         _log(writer, progress, step, metrics, config.data.global_batch, flops_per_step, peak)
-      checkpoint.save(manager, step, state, {'position': it.position}, force=stopping)
+      if stopping or manager.should_save(step):
+        checkpoint.save(manager, step, state, _data_checkpoint(it, config), force=stopping)
       if requested:
         logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
                         'command again to resume.', requested, step)
         return {}
-      if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
+      if (evaluator and config.eval_every and step % config.eval_every == 0 and
+          step < config.total_steps):
         _evaluate(evaluator, state, writer, workdir, step)
     if last < config.total_steps:
       logging.info('stopping at step %d as config.stop_at_step asks', last)
       return {}
+    if evaluator is None:
+      return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
+    it.close()
+    id_log.close()
     profiler.close()
     stop.restore()
     manager.wait_until_finished()

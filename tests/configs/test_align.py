@@ -16,7 +16,7 @@ from vlalign import config_lib
 def test_full_configs_need_data_and_name_the_field(name):
   config = load_config(name)
   assert config.data.global_batch == 16_384 and config.optimizer.name == 'lamb'
-  with pytest.raises(config_lib.ConfigError, match='config.data.train_pattern'):
+  with pytest.raises(config_lib.ConfigError, match='config.data.sources'):
     config_lib.validate(config)
   config_lib.validate(load_config(name, 'runlocal'))
 
@@ -27,8 +27,8 @@ def test_main_stops_at_once_with_one_line_naming_the_field(tmp_path):
                         text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      'vlalign: config.data.train_pattern: is empty; set it to a glob of training TFRecord '
-      'shards')
+      'vlalign: config.data.sources: must be a non-empty tuple of source specs (e.g. '
+      '"tfrecord:gs://bucket/pairs-*", "wds:/data/laion/*.tar", "embedded"), got ()')
   assert 'Traceback' not in proc.stderr and not (tmp_path / 'wd').exists()
 
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from vlalign import config_lib
-from vlalign.data import pipeline
+from vlalign.data import filters, pipeline, sources
 from vlalign.data.text import WordpieceTokenizer
 
 
@@ -19,15 +19,23 @@ def _files(ds):
   return sorted(f for p in ds['train'].values() for f in pipeline.list_files(p))
 
 
+def _src(files):
+  return [sources.Source('tfrecord:test', 'tfrecord', files=list(files))]
+
+
+def _iter(cfg, files, tok, **kw):
+  return pipeline.TrainIterator(cfg, _src(files), tok, **kw)
+
+
 def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
 def test_same_seed_same_batches_other_seed_differs(small_dataset):
   tok = WordpieceTokenizer(small_dataset['vocab'], 24)
-  a = _take(pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=3), 3)
-  b = _take(pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=3), 3)
-  c = _take(pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=4), 3)
+  a = _take(_iter(_cfg(), _files(small_dataset), tok, seed=3), 3)
+  b = _take(_iter(_cfg(), _files(small_dataset), tok, seed=3), 3)
+  c = _take(_iter(_cfg(), _files(small_dataset), tok, seed=4), 3)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x['image'], y['image'])
     np.testing.assert_array_equal(x['tokens'], y['tokens'])
@@ -39,22 +47,22 @@ def test_same_seed_same_batches_other_seed_differs(small_dataset):
 def test_resume_from_position_continues_exactly(small_dataset):
   """Across an epoch boundary (500 records, batch 8): 70 batches straight vs 40 + resume + 30."""
   tok = WordpieceTokenizer(small_dataset['vocab'], 24)
-  straight = _take(pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=0), 70)
-  first = pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=0)
+  straight = _take(_iter(_cfg(), _files(small_dataset), tok, seed=0), 70)
+  first = _iter(_cfg(), _files(small_dataset), tok, seed=0)
   _take(first, 40)
   assert first.position == 320
-  resumed = _take(pipeline.TrainIterator(_cfg(), _files(small_dataset), tok, seed=0,
-                                         start_index=first.position), 30)
+  resumed = _take(_iter(_cfg(), _files(small_dataset), tok, seed=0, state=first.state()), 30)
   for x, y in zip(straight[40:], resumed):
     np.testing.assert_array_equal(x['tokens'], y['tokens'])
     np.testing.assert_array_equal(x['image'], y['image'])
 
 
 def _ids(files, pi, pc, n):
-  spec = {'id': tf.io.FixedLenFeature([], tf.string)}
-  ds = pipeline.record_stream(files, seed=0, shuffle_buffer=16, process_index=pi,
+  cfg = _cfg()
+  cfg.shuffle_buffer = 16
+  ds = pipeline.record_stream(_src(files)[0], cfg, filters.Checks(), seed=0, process_index=pi,
                               process_count=pc)
-  return [tf.io.parse_single_example(r, spec)['id'].numpy() for _, r in ds.take(n)]
+  return [uid for _, (_, _, uid, _) in ds.take(n).as_numpy_iterator()]
 
 
 @pytest.mark.parametrize('num_files', [4, 2])
@@ -92,24 +100,23 @@ def test_eval_set_has_attributes(small_dataset):
 
 def test_batch_split_hosts_together_give_the_single_process_batches_and_resume(small_dataset):
   """host_split 'batch': the 3 hosts' batches, concatenated in process order, equal the batches
-  one process reads (images, augmentation included, and tokens); a resume from any host's
-  position continues every host exactly."""
+  one process reads (images, augmentation included, and tokens); each host resumed from its
+  saved state continues exactly."""
   tok = WordpieceTokenizer(small_dataset['vocab'], 24)
   cfg = _cfg(batch=12)
   cfg.host_split = 'batch'
   files = _files(small_dataset)
-  single = _take(pipeline.TrainIterator(cfg, files, tok, seed=0), 5)
-  hosts = [pipeline.TrainIterator(cfg, files, tok, seed=0, process_index=p, process_count=3)
-           for p in range(3)]
+  single = _take(_iter(cfg, files, tok, seed=0), 5)
+  hosts = [_iter(cfg, files, tok, seed=0, process_index=p, process_count=3) for p in range(3)]
   per_host = [_take(h, 3) for h in hosts]
-  assert {h.position for h in hosts} == {36}  # the end of global batch 3, on every host
+  # Global stream positions after each host's slice of global batch 3 (4 records per host).
+  assert [h.position for h in hosts] == [28, 32, 36]
   for step in range(3):
     for key in ('image', 'tokens'):
       np.testing.assert_array_equal(
           np.concatenate([per_host[p][step][key] for p in range(3)]), single[step][key])
-  resumed = [_take(pipeline.TrainIterator(cfg, files, tok, seed=0, start_index=36,
-                                          process_index=p, process_count=3), 2)
-             for p in range(3)]
+  resumed = [_take(_iter(cfg, files, tok, seed=0, state=hosts[p].state(), process_index=p,
+                         process_count=3), 2) for p in range(3)]
   for step in range(2):
     np.testing.assert_array_equal(
         np.concatenate([resumed[p][step]['tokens'] for p in range(3)]), single[3 + step]['tokens'])

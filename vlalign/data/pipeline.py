@@ -1,32 +1,44 @@
-"""Per-host tf.data input: list files -> shard by process -> interleave -> shuffle -> parse ->
-decode + augment -> tokenize -> batch (this host's share of the global batch) -> prefetch.
+"""Per-host tf.data input: sources -> shard by process -> interleave -> shuffle -> check ->
+decode + augment -> tokenize -> mix -> batch (this host's share of the global batch) -> prefetch.
 
-Determinism and exact resume: the record stream is a deterministic function of the seed
-(seeded file and record shuffles, deterministic interleave); each record carries its index
-in that stream and its augmentation is keyed on (seed, index). A run that consumed records
-[0, n) resumes by skipping n raw records, which costs reading, not decoding, them.
+Determinism and exact resume. Each source's record stream is a deterministic function of the
+seed (seeded file and record shuffles, deterministic interleave); every record carries its
+index in that stream and its augmentation is keyed on (seed, index). The data state saved with
+each checkpoint holds, per source, the stream position after the last record this host used,
+and for mixtures the number of examples / batches drawn (the mixture's choices are a stateless
+function of that count). A resumed run skips each stream to its position (reading, not
+decoding, the records before it) and sees exactly the examples an uninterrupted run would see
+next.
+
+Bad records. Every raw record has a reason code (filters.REASONS; 0 = keep) decided from its
+bytes before decoding (sources.py). A running per-reason count rides along with each kept
+record, so a batch tells how many records were skipped, and why, up to it; an image that still
+fails to decode is dropped by the decode stage and counted from the gap it leaves in the
+host-local record numbering (`corrupt_image`). Nothing stops the stream: a bad shard or record
+only shows in `data/skipped/<reason>`.
+
+Mixing (config.data.mixing) over several sources:
+  none      one source
+  weighted  each example drawn from source s with probability w_s (config.data.weights, or
+            proportional to the sources' sizes)
+  debiased  ZeroVL's debiased sampling: every global batch comes from one source, drawn with
+            probability w_s from the batch number, so every host draws the same source
 """
 
-import glob as globlib
+import dataclasses
+import gc
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import image_ops
+from vlalign.data import filters, image_ops
+from vlalign.data import sources as sources_lib
+from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.text import WordpieceTokenizer
 
-_FEATURES = {'image': tf.io.FixedLenFeature([], tf.string),
-             'text': tf.io.FixedLenFeature([], tf.string),
-             'id': tf.io.FixedLenFeature([], tf.string, default_value=b'')}
-
-
-def list_files(pattern: str) -> list[str]:
-  """Sorted shard paths matching a glob; error naming the pattern if there are none."""
-  files = sorted(tf.io.gfile.glob(pattern)) if '://' in pattern else sorted(globlib.glob(pattern))
-  if not files:
-    raise FileNotFoundError(f'no files match {pattern!r}')
-  return files
+NUM_REASONS = len(filters.REASONS)
+list_files = sources_lib.list_files
 
 
 def host_files(files: list[str], process_index: int, process_count: int) -> tuple[list[str], bool]:
@@ -37,39 +49,49 @@ def host_files(files: list[str], process_index: int, process_count: int) -> tupl
   return files, True
 
 
-def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_index: int = 0,
-                  process_count: int = 1, host_split: str = 'files', global_batch: int = 0,
-                  start_index: int = 0) -> tf.data.Dataset:
-  """Endless deterministic stream of (index, serialized record) for this host, from raw record
-  `start_index` on.
+def source_seed(seed: int, source_id: int) -> int:
+  """Shuffle/augmentation seed of the source_id-th source (the first one uses `seed`)."""
+  return seed + 7919 * source_id
 
-  host_split 'files': each host reads its own files (or every process_count-th record when
-  there are fewer files than hosts); indices count this host's stream, and batches depend on
-  the number of processes. 'batch': every host reads the one global stream a single process
-  would read and keeps its contiguous slice of each global batch of `global_batch` records
-  (only those are decoded later); indices are global, so batches and augmentations are the
-  same for any number of processes, at the cost of every host reading every record's bytes.
+
+def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
+                  process_index: int = 0, process_count: int = 1, start_index: int = 0,
+                  epochs: int | None = None) -> tf.data.Dataset:
+  """Deterministic stream of (index, (image, text, id, reason)) raw records for this host from
+  stream index `start_index` on (endless unless `epochs`).
+
+  data_cfg.host_split 'files': each host reads its own files (or every process_count-th record
+  when there are fewer files than hosts; TFDS: its even share of the split); indices count this
+  host's stream, and batches depend on the number of processes. 'batch': every host reads the
+  one global stream a single process would read and keeps its contiguous slice of each global
+  batch (only those are decoded later); indices are global, so batches and augmentations are
+  the same for any number of processes, at the cost of every host reading every record's bytes.
   """
+  host_split = data_cfg.host_split
   if host_split not in ('files', 'batch'):
     raise ValueError(f'config.data.host_split: {host_split!r} is not one of [\'batch\', \'files\']')
   split = host_split == 'files' and process_count > 1
-  mine, shard_examples = host_files(files, process_index, process_count) if split else (
-      files, False)
-  read = lambda d: d.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(mine)),
-                                block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=True)
-  ds = tf.data.Dataset.from_tensor_slices(mine)
-  if shard_examples:
-    # A fixed file order, so every epoch gives each host the same records.
-    ds = read(ds).shard(process_count, process_index).repeat()
+  if source.kind == 'tfds':
+    ds = sources_lib.tfds_records(source, data_cfg, checks, process_index if split else 0,
+                                  process_count if split else 1).repeat(epochs)
   else:
-    ds = read(ds.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat())
-  if shuffle_buffer > 1:
-    ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    mine, shard_examples = host_files(source.files, process_index, process_count) if split else (
+        source.files, False)
+    cycle = min(8, len(mine))
+    files = tf.data.Dataset.from_tensor_slices(mine)
+    if shard_examples:  # a fixed file order, so every epoch gives each host the same records
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+      ds = ds.shard(process_count, process_index).repeat(epochs)
+    else:
+      files = files.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat(epochs)
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+  if data_cfg.shuffle_buffer > 1:
+    ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   ds = ds.enumerate()
   if start_index:
     ds = ds.skip(start_index)
   if host_split == 'batch' and process_count > 1:
+    global_batch = data_cfg.global_batch
     if not global_batch or global_batch % process_count:
       raise ValueError(f'config.data.global_batch={global_batch} must be a positive multiple '
                        f'of the {process_count} processes')
@@ -78,61 +100,183 @@ def record_stream(files: list[str], *, seed: int, shuffle_buffer: int, process_i
   return ds
 
 
-def _train_parse(cfg, tokenizer: WordpieceTokenizer, seed: int):
-  def parse(index, record):
-    ex = tf.io.parse_single_example(record, _FEATURES)
-    key = tf.stack([tf.cast(seed, tf.int64), index])
-    img = image_ops.train_view(image_ops.decode(ex['image']), key, resize=cfg.resize_size,
-                               crop=cfg.image_size, random_crop=cfg.random_crop, flip=cfg.flip)
-    img.set_shape([cfg.image_size, cfg.image_size, 3])
-    return {'image': img, 'tokens': tokenizer.tokenize(ex['text']), 'index': index}
-  return parse
+def good_examples(stream: tf.data.Dataset, data_cfg, tokenizer: WordpieceTokenizer, *,
+                  seed: int, source_id: int) -> tf.data.Dataset:
+  """Decoded, augmented, tokenized examples of a record stream, each with its stream `index`,
+  host-local record number `local`, the running per-reason skip `counts` and its `source`."""
+
+  def count(counts, x):
+    local, (index, (image, text, uid, reason)) = x
+    counts = counts + tf.one_hot(reason, NUM_REASONS, dtype=tf.int64) * tf.cast(reason > 0,
+                                                                                tf.int64)
+    return counts, {'local': local, 'index': index, 'image': image, 'text': text, 'id': uid,
+                    'reason': reason, 'counts': counts}
+
+  def prepare(e):
+    key = tf.stack([tf.cast(seed, tf.int64), e['index']])
+    img = image_ops.train_view(image_ops.decode(e['image']), key, resize=data_cfg.resize_size,
+                               crop=data_cfg.image_size, random_crop=data_cfg.random_crop,
+                               flip=data_cfg.flip)
+    img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
+    return {'image': img, 'tokens': tokenizer.tokenize(e['text']), 'id': e['id'],
+            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
+            'source': tf.constant(source_id, tf.int32)}
+
+  ds = stream.enumerate().scan(tf.zeros([NUM_REASONS], tf.int64), count)
+  ds = ds.filter(lambda e: tf.equal(e['reason'], 0))
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.ignore_errors()  # an image whose body does not decode: counted from the gap
 
 
-def train_dataset(cfg, files: list[str], tokenizer: WordpieceTokenizer, *, seed: int,
-                  start_index: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
-  """Batched training input for this host, starting at raw record `start_index`."""
-  per_host = cfg.global_batch // process_count
-  ds = record_stream(files, seed=seed, shuffle_buffer=cfg.shuffle_buffer,
-                     process_index=process_index, process_count=process_count,
-                     host_split=cfg.host_split, global_batch=cfg.global_batch,
-                     start_index=start_index)
-  ds = ds.map(_train_parse(cfg, tokenizer, seed), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
-  ds = ds.batch(per_host, drop_remainder=True)
-  return ds.prefetch(cfg.prefetch)
+def mixture_weights(srcs: list[sources_lib.Source], data_cfg) -> np.ndarray:
+  """Normalised source weights: config.data.weights, else proportional to the sources' sizes."""
+  if data_cfg.weights:
+    w = np.asarray(data_cfg.weights, np.float64)
+    if len(w) != len(srcs) or (w <= 0).any():
+      raise DataError(f'config.data.weights: {tuple(data_cfg.weights)} must hold one positive '
+                       f'weight per source ({len(srcs)})')
+  else:
+    unknown = [s.spec for s in srcs if not s.size]
+    if unknown:
+      raise DataError(f'config.data.weights: empty, and the sizes of {unknown} are not known; '
+                       f'give one weight per source')
+    w = np.asarray([s.size for s in srcs], np.float64)
+  return w / w.sum()
+
+
+def _draws(weights: np.ndarray, seed: int, start: int) -> tf.data.Dataset:
+  """Source index for draw k = start, start+1, ...: a stateless function of (seed, k)."""
+  logits = tf.constant(np.log(weights)[None], tf.float32)
+  return tf.data.Dataset.counter(start).map(
+      lambda k: tf.random.stateless_categorical(logits, 1, seed=tf.stack(
+          [tf.constant(seed + 104729, tf.int64), k]))[0, 0])
+
+
+@dataclasses.dataclass
+class DataState:
+  """Where this host's input stands: per source, the stream position to resume from, the kept
+  examples and the skipped records per reason; and the examples / batches drawn overall."""
+  positions: list[int]
+  good: list[int]
+  skipped: list[list[int]]
+  examples: int = 0
+  batches: int = 0
+
+  @classmethod
+  def initial(cls, num_sources: int) -> 'DataState':
+    return cls([0] * num_sources, [0] * num_sources,
+               [[0] * NUM_REASONS for _ in range(num_sources)])
+
+  def to_vector(self) -> np.ndarray:
+    rows = [[p, g] + list(s) for p, g, s in zip(self.positions, self.good, self.skipped)]
+    return np.asarray([self.examples, self.batches] + sum(rows, []), np.int64)
+
+  @classmethod
+  def from_vector(cls, v, num_sources: int) -> 'DataState':
+    v = [int(x) for x in v]
+    width = 2 + NUM_REASONS
+    rows = [v[2 + i * width:2 + (i + 1) * width] for i in range(num_sources)]
+    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] for r in rows], v[0], v[1])
 
 
 class TrainIterator:
-  """NumPy batches plus the raw-record position to resume from."""
+  """NumPy batches ('image', 'tokens') of this host, plus the data state to resume from."""
 
-  def __init__(self, cfg, files, tokenizer, *, seed: int, start_index: int = 0,
-               process_index: int = 0, process_count: int = 1):
-    self.position = start_index
-    # With host_split 'batch' the indices are global and this host read a slice of each global
-    # batch: the position to resume from is the end of the last global batch.
-    self._round_to = cfg.global_batch if (cfg.host_split == 'batch' and process_count > 1) else 1
-    ds = train_dataset(cfg, files, tokenizer, seed=seed, start_index=start_index,
-                       process_index=process_index, process_count=process_count)
-    self._it = ds.as_numpy_iterator()
+  def __init__(self, data_cfg, srcs: list[sources_lib.Source], tokenizer: WordpieceTokenizer, *,
+               seed: int, state: DataState | None = None, process_index: int = 0,
+               process_count: int = 1, checks: filters.Checks | None = None):
+    if data_cfg.mixing not in MIXINGS:
+      raise DataError(f'config.data.mixing: {data_cfg.mixing!r} is not one of {list(MIXINGS)}')
+    if data_cfg.mixing == 'none' and len(srcs) != 1:
+      raise DataError(f'config.data.mixing: "none" reads one source, config.data.sources has '
+                       f'{len(srcs)}; use "weighted" or "debiased"')
+    n = len(srcs)
+    self._base = state or DataState.initial(n)
+    if len(self._base.positions) != n:
+      raise ValueError(f'the saved data state has {len(self._base.positions)} sources, '
+                       f'config.data.sources has {n}')
+    self._positions = list(self._base.positions)
+    self._good = [0] * n
+    self._last_local = [-1] * n
+    self._counts = [np.zeros(NUM_REASONS, np.int64) for _ in range(n)]
+    self._examples, self._batches = self._base.examples, self._base.batches
+    self.ids: np.ndarray = np.zeros([0], object)  # the ids of the last batch's examples
+    checks = checks or filters.Checks.from_config(data_cfg)
+    per_host = data_cfg.global_batch // process_count
+    streams = []
+    for s, src in enumerate(srcs):
+      seed_s = source_seed(seed, s)
+      stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
+                             process_count=process_count, start_index=self._positions[s])
+      streams.append(good_examples(stream, data_cfg, tokenizer, seed=seed_s, source_id=s))
+    if data_cfg.mixing == 'none':
+      ds = streams[0].batch(per_host, drop_remainder=True)
+    elif data_cfg.mixing == 'weighted':
+      choice = _draws(mixture_weights(srcs, data_cfg), seed, self._examples)
+      ds = tf.data.Dataset.choose_from_datasets(streams, choice).batch(per_host,
+                                                                       drop_remainder=True)
+    else:
+      batched = [s.batch(per_host, drop_remainder=True) for s in streams]
+      ds = tf.data.Dataset.choose_from_datasets(
+          batched, _draws(mixture_weights(srcs, data_cfg), seed, self._batches))
+    self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self._it)
-    last = int(batch.pop('index').max())
-    self.position = (last // self._round_to + 1) * self._round_to
+    src, index, local = batch.pop('source'), batch.pop('index'), batch.pop('local')
+    counts = batch.pop('counts')
+    self.ids = batch.pop('id')
+    for s in np.unique(src):
+      rows = np.nonzero(src == s)[0]
+      last = rows[-1]
+      self._positions[s] = int(index[last]) + 1
+      self._last_local[s] = int(local[last])
+      self._counts[s] = counts[last]
+      self._good[s] += len(rows)
+    self._examples += len(src)
+    self._batches += 1
     return batch
+
+  def close(self) -> None:
+    """Releases the input pipeline (its reader threads and Python generators) now."""
+    self._it = None
+    gc.collect()
+
+  @property
+  def position(self) -> int:
+    """Stream position of the first source (the only one without mixing)."""
+    return self._positions[0]
+
+  def _skipped(self, s: int) -> np.ndarray:
+    counts = np.asarray(self._base.skipped[s], np.int64) + self._counts[s]
+    undecodable = self._last_local[s] + 1 - self._good[s] - int(self._counts[s].sum())
+    counts[filters.CODE['corrupt_image']] += undecodable
+    return counts
+
+  def skipped(self) -> np.ndarray:
+    """Records this host skipped so far (including before a resume), per reason code."""
+    return sum((self._skipped(s) for s in range(len(self._positions))),
+               np.zeros(NUM_REASONS, np.int64))
+
+  def state(self) -> DataState:
+    """The state a resumed run starts from to continue exactly after the last batch."""
+    n = len(self._positions)
+    return DataState(list(self._positions), [self._base.good[s] + self._good[s] for s in range(n)],
+                     [self._skipped(s).tolist() for s in range(n)], self._examples,
+                     self._batches)
 
 
 def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
                   extra_int_lists=('colors', 'shapes', 'sizes')) -> dict[str, np.ndarray]:
   """Whole eval split in memory: images (eval view), tokens, texts, ids, num_objects and,
   for single-valued attributes, the first entry of each int list (or -1)."""
-  spec = dict(_FEATURES)
-  spec['num_objects'] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
+  spec = {'image': tf.io.FixedLenFeature([], tf.string),
+          'text': tf.io.FixedLenFeature([], tf.string),
+          'id': tf.io.FixedLenFeature([], tf.string, default_value=b''),
+          'num_objects': tf.io.FixedLenFeature([], tf.int64, default_value=0)}
   for name in extra_int_lists:
     spec[name] = tf.io.VarLenFeature(tf.int64)
 

@@ -46,7 +46,7 @@ def vocab_size_for(config: ml_collections.ConfigDict, override: int = 0) -> int:
     return override
   if config.model.vocab_size:
     return config.model.vocab_size
-  if config.data.source == 'embedded':
+  if not config.data.vocab_file and 'embedded' in ''.join(config.data.sources):
     return config.data.embedded.vocab_size
   raise ValueError('set config.model.vocab_size (or --vocab_size) to count the text tower')
 
