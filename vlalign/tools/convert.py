@@ -1,0 +1,239 @@
+"""Converts any training source into TFRecord shards the pipeline reads fastest, in parallel and
+resumably, skipping (and counting) every record the training pipeline would skip.
+
+python -m vlalign.tools.convert --input='wds:/data/laion/{00000..00999}.tar' --output=/data/tfr \
+    [--input=...] [--workers=8] [--min_image_side=200 --max_aspect_ratio=3 --min_unigrams=3 \
+    --max_unigrams=20 --max_shared_text=10 --min_unigram_count=5]
+
+Each input file (or each of --tfds_shards slices of a TFDS split) becomes one output shard
+part-<i>-of-<n>.tfrecord of tf.train.Example records {image, text, id}; the image bytes are kept
+as they came (every format the pipeline decodes), after checking that they decode. A finished
+shard leaves .done/part-<i>.json with its counts, so a rerun after an interruption converts only
+the missing shards. The frequency filters (shared alt-texts, rare words) need corpus counts: a
+first pass writes them to <output>/text_stats.json, which training can use as
+config.data.filters.stats_file. The last line printed is one JSON object:
+{"written": N, "skipped": {"<reason>": n, ...}}.
+"""
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+  """One output shard: the input file (or TFDS sub-split) it is written from."""
+  index: int
+  spec: str
+  kind: str
+  path: str = ''
+  tfds_name: str = ''
+  tfds_split: str = ''
+
+
+def _define_flags() -> None:
+  flags.DEFINE_multi_string('input', None, 'Source spec(s): tfrecord:<glob>, wds:<glob>, '
+                            'tfds:<name>[/<config>]:<split>.')
+  flags.DEFINE_string('output', None, 'Output directory for part-*.tfrecord.')
+  flags.DEFINE_integer('workers', 2, 'Parallel worker processes.')
+  flags.DEFINE_integer('tfds_shards', 16, 'Output shards per TFDS split.')
+  flags.DEFINE_string('image_key', 'image', 'Image feature of tfrecord / tfds inputs.')
+  flags.DEFINE_string('text_key', 'text', 'Text feature of tfrecord / tfds inputs.')
+  flags.DEFINE_string('id_key', 'id', 'Id feature of tfrecord inputs.')
+  flags.DEFINE_string('tfds_data_dir', '', 'TFDS data_dir.')
+  flags.DEFINE_integer('max_text_bytes', 4096, 'Longer captions are skipped (text_too_long).')
+  flags.DEFINE_integer('min_image_side', 0, 'ALIGN: 200 (0: off).')
+  flags.DEFINE_float('max_aspect_ratio', 0.0, 'ALIGN: 3 (0: off).')
+  flags.DEFINE_integer('min_unigrams', 0, 'ALIGN: 3 (0: off).')
+  flags.DEFINE_integer('max_unigrams', 0, 'ALIGN: 20 (0: off).')
+  flags.DEFINE_integer('max_shared_text', 0, 'ALIGN: 10: drop alt-texts of more images (0: off).')
+  flags.DEFINE_integer('min_unigram_count', 0, 'Drop texts with a rarer word (0: off).')
+
+
+def data_config(values: dict):
+  """A config.data-shaped ConfigDict from flag values (what sources/filters read)."""
+  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
+  d = config_lib.base_config().data
+  for key in ('image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes'):
+    d[key] = values[key]
+  for key in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
+              'max_shared_text', 'min_unigram_count'):
+    d.filters[key] = values[key]
+  return d
+
+
+def plan(specs: list[str], data_cfg, tfds_shards: int) -> list[Unit]:
+  """The output shards, in a fixed order."""
+  from vlalign.data import sources  # pylint: disable=g-import-not-at-top
+  units = []
+  for spec in specs:
+    kind, _ = sources.parse_spec(spec)
+    if kind == 'embedded':
+      raise sources.DataError(f'--input={spec}: the embedded dataset is TFRecord already')
+    src = sources.resolve(spec, data_cfg)
+    if kind == 'tfds':
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      for split in tfds.even_splits(src.tfds_split, n=tfds_shards):
+        units.append(Unit(len(units), spec, kind, tfds_name=src.tfds_name, tfds_split=split))
+    else:
+      units += [Unit(len(units) + i, spec, kind, path=p) for i, p in enumerate(src.files)]
+  return units
+
+
+def _source(unit: Unit):
+  from vlalign.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.Source(unit.spec, unit.kind, files=[unit.path] if unit.path else [],
+                        tfds_name=unit.tfds_name, tfds_split=unit.tfds_split)
+
+
+def text_stats(units: list[Unit], data_cfg, path: str):
+  """Corpus caption and word counts over every record that passes the record checks (before
+  the filters that use them); read from `path` when a previous run wrote it."""
+  from vlalign.data import filters, sources  # pylint: disable=g-import-not-at-top
+  if os.path.exists(path):
+    logging.info('using the text statistics in %s', path)
+    return filters.TextStats.load(path)
+  d = data_cfg.copy_and_resolve_references()
+  d.filters.update(max_shared_text=0, min_unigram_count=0)
+  checks = filters.Checks.from_config(d)
+  t0 = time.time()
+
+  def texts():
+    for i, unit in enumerate(units):
+      for _, text, _, reason in sources.records(_source(unit), d, checks):
+        if reason == 0:
+          yield text.decode('utf-8')
+      logging.info('text statistics: %d/%d inputs read (%.0fs)', i + 1, len(units),
+                   time.time() - t0)
+
+  stats = filters.TextStats.build(texts())
+  stats.save(path + '.tmp')
+  os.replace(path + '.tmp', path)
+  return stats
+
+
+_STATE = {}
+
+
+def _init_worker(data_cfg_json: str, stats_path: str) -> None:
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vlalign.data import filters  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  d = ml_collections.ConfigDict(json.loads(data_cfg_json))
+  d.filters.stats_file = stats_path
+  _STATE['cfg'] = d
+  _STATE['checks'] = filters.Checks.from_config(d)
+
+
+def _decodes(image: bytes) -> bool:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.io.decode_image(image, channels=3, expand_animations=False)
+    return True
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+    return False
+
+
+def convert_unit(args: tuple[Unit, int, str]) -> dict:
+  """Writes one output shard (atomically) and its .done file; returns its counts."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vlalign.data import filters, sources  # pylint: disable=g-import-not-at-top
+  unit, total, out_dir = args
+  name = f'part-{unit.index:05d}-of-{total:05d}'
+  done = os.path.join(out_dir, '.done', name + '.json')
+  if os.path.exists(done):
+    with open(done) as f:
+      return {**json.load(f), 'resumed': True}
+  skipped, written = {}, 0
+  final = os.path.join(out_dir, name + '.tfrecord')
+  with tf.io.TFRecordWriter(final + '.tmp') as writer:
+    for image, text, uid, reason in sources.records(_source(unit), _STATE['cfg'],
+                                                    _STATE['checks']):
+      if reason == 0 and not _decodes(image):
+        reason = filters.CODE['corrupt_image']
+      if reason:
+        key = filters.REASONS[reason]
+        skipped[key] = skipped.get(key, 0) + 1
+        continue
+      feats = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+               for k, v in (('image', image), ('text', text), ('id', uid))}
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feats))
+                   .SerializeToString())
+      written += 1
+  os.replace(final + '.tmp', final)
+  result = {'shard': name, 'input': unit.path or f'{unit.tfds_name}:{unit.tfds_split}',
+            'written': written, 'skipped': skipped}
+  with open(done + '.tmp', 'w') as f:
+    json.dump(result, f)
+  os.replace(done + '.tmp', done)
+  return result
+
+
+def convert(specs: list[str], out_dir: str, values: dict, workers: int = 2,
+            tfds_shards: int = 16) -> dict:
+  """Converts the sources; returns {'written': N, 'skipped': {reason: n}}."""
+  data_cfg = data_config(values)
+  units = plan(specs, data_cfg, tfds_shards)
+  os.makedirs(os.path.join(out_dir, '.done'), exist_ok=True)
+  stats_path = ''
+  if data_cfg.filters.max_shared_text or data_cfg.filters.min_unigram_count:
+    stats_path = os.path.join(out_dir, 'text_stats.json')
+    text_stats(units, data_cfg, stats_path)
+  t0 = time.time()
+  total = {'written': 0, 'skipped': {}}
+  jobs = [(u, len(units), out_dir) for u in units]
+  init = (data_cfg.to_json(), stats_path)
+  if workers > 1:
+    ctx = multiprocessing.get_context('spawn')  # TensorFlow does not survive fork
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=init)
+    results = pool.imap_unordered(convert_unit, jobs)
+  else:
+    pool = None
+    _init_worker(*init)
+    results = map(convert_unit, jobs)
+  try:
+    for i, r in enumerate(results):
+      total['written'] += r['written']
+      for k, v in r['skipped'].items():
+        total['skipped'][k] = total['skipped'].get(k, 0) + v
+      rate = (i + 1) / max(time.time() - t0, 1e-9)
+      logging.info('[%d/%d] %s%s: %d written, %d skipped | ETA %.0fs', i + 1, len(units),
+                   r['shard'], ' (done before)' if r.get('resumed') else '', r['written'],
+                   sum(r['skipped'].values()), (len(units) - i - 1) / rate)
+  finally:
+    if pool:
+      pool.close()
+      pool.join()
+  total['skipped'] = dict(sorted(total['skipped'].items()))
+  return total
+
+
+def main(argv) -> None:
+  del argv
+  if not FLAGS.input or not FLAGS.output:
+    raise app.UsageError('--input and --output are required')
+  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
+  values = {k: FLAGS[k].value for k in (
+      'image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes', 'min_image_side',
+      'max_aspect_ratio', 'min_unigrams', 'max_unigrams', 'max_shared_text',
+      'min_unigram_count')}
+  try:
+    total = convert(FLAGS.input, FLAGS.output, values, FLAGS.workers, FLAGS.tfds_shards)
+  except DataError as e:
+    raise SystemExit(f'vlalign.tools.convert: {e}') from None
+  sys.stdout.write(json.dumps(total) + '\n')
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
