@@ -15,7 +15,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 12
-COMMON = (f'--config.total_steps={STEPS}', '--config.checkpoint_every=3', '--config.log_every=1')
+COMMON = (f'--config.total_steps={STEPS}', '--config.checkpoint_every=3', '--config.log_every=1',
+          '--config.debug.record_example_ids=True')
 
 
 def _env(cache, devices=1):
@@ -43,6 +44,12 @@ def losses(workdir) -> dict[int, float]:
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
   return {r['step']: r['train/loss'] for r in rows if 'train/loss' in r}
+
+
+def example_ids(workdir, process=0) -> dict[int, list[str]]:
+  """Step -> this process's example ids; a step a resumed run repeated keeps its last line."""
+  with open(os.path.join(workdir, 'example_ids', f'process_{process}.jsonl')) as f:
+    return {r['step']: r['ids'] for r in map(json.loads, f)}
 
 
 def checkpoint_steps(workdir) -> list[int]:
@@ -77,17 +84,23 @@ def straight(tmp_path_factory, cache):
 
 
 def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path, cache):
-  """launch/local.sh 2 x 2 CPU devices against 1 x 4, with host_split 'batch' (the same global
-  batches for any process count). Stated tolerance: losses rtol 1e-5, parameters 1e-5 (the
-  cross-process all-reduce sums in another order than the in-process one)."""
+  """launch/local.sh 2 x 2 CPU devices, stopped at step 5 and resumed, against 1 x 4 straight,
+  with host_split 'batch' (the same global batches for any process count): the same examples
+  at every step (the two hosts' ids side by side). Stated tolerance: losses rtol 1e-5,
+  parameters 1e-5 (the cross-process all-reduce sums in another order)."""
   one = tmp_path / 'one'
   run(one, cache, '--config.data.host_split=batch', devices=4)
   two = tmp_path / 'two'
-  proc = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
-                         '--config.data.host_split=batch'], cwd=ROOT, env=_env(cache, 2),
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  for extra in ('--config.stop_at_step=5', '--config.stop_at_step=0'):
+    proc = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
+                           '--config.data.host_split=batch', extra], cwd=ROOT,
+                          env=_env(cache, 2), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
   assert "mesh {'data': 4} on 4 devices, 2 processes" in proc.stderr
+  assert 'Resumed from checkpoint at step 5' in proc.stderr
+  ids_one, ids_two = example_ids(one), [example_ids(two, p) for p in range(2)]
+  assert sorted(ids_one) == list(range(1, STEPS + 1))
+  assert all(ids_two[0][s] + ids_two[1][s] == ids_one[s] for s in ids_one)
   want, got = losses(one), losses(two)
   assert sorted(got) == list(range(1, STEPS + 1))  # process 0 alone wrote the metrics
   np.testing.assert_allclose([got[s] for s in sorted(want)], [want[s] for s in sorted(want)],
@@ -113,6 +126,7 @@ def test_sigkill_mid_run_then_restart_equals_uninterrupted(straight, tmp_path, c
   assert 6 <= killed_at < STEPS
   again = run(tmp_path, cache)
   assert 'Resumed from checkpoint at step' in again.stderr
+  assert example_ids(tmp_path) == example_ids(straight)  # the same examples at every step
   assert_same_params(final_params(tmp_path), final_params(straight))  # exactly, on CPU
 
 
@@ -136,6 +150,7 @@ def test_sigterm_exits_0_with_a_checkpoint_at_that_step_and_resumes_exactly(stra
   assert 4 <= saved < STEPS and checkpoint_steps(tmp_path)[-1] == saved
   again = run(tmp_path, cache)
   assert f'Resumed from checkpoint at step {saved}' in again.stderr
+  assert example_ids(tmp_path) == example_ids(straight)
   assert_same_params(final_params(tmp_path), final_params(straight))
 
 
