@@ -6,8 +6,9 @@ python benchmarks/input_pipeline.py [--examples=3000] [--image_size=224] [--resi
 
 The shards hold web-like JPEGs (random sizes 240-500 px per side, smooth content, quality 90)
 with captions of 5-20 words; they are generated once into --data_dir.
-  bare       TFRecordDataset (parallel interleave) -> parse -> decode_jpeg -> resize to the
-             training resolution -> batch: the least any pipeline must do
+  bare       TFRecordDataset (parallel interleave) -> parse -> decode_jpeg -> the pipeline's
+             resize (shorter side to --resize_size, antialiased) -> batch: the least any
+             pipeline must do
   full       vlalign's TrainIterator: the Python record reader with the per-record checks,
              shuffle, skip counting, decode, random crop + flip, WordPiece tokenization, batch
   reader     the record reader and checks alone (records/s, no decoding): the pipeline's
@@ -29,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vlalign import config_lib  # pylint: disable=wrong-import-position
-from vlalign.data import filters, pipeline, sources  # pylint: disable=wrong-import-position
+from vlalign.data import filters, image_ops, pipeline, sources  # pylint: disable=wrong-import-position
 from vlalign.data.text import WordpieceTokenizer  # pylint: disable=wrong-import-position
 from vlalign.tools import build_vocab  # pylint: disable=wrong-import-position
 
@@ -76,7 +77,7 @@ def bare(pattern: str, size: int, batch: int) -> tf.data.Dataset:
 
   def prep(record):
     img = tf.io.decode_jpeg(tf.io.parse_single_example(record, spec)['image'], channels=3)
-    return tf.image.resize(img, [size, size])
+    return image_ops.center_crop(image_ops.resize_shorter(img, size), size)
 
   files = tf.data.Dataset.list_files(pattern, shuffle=False)
   ds = files.interleave(tf.data.TFRecordDataset, cycle_length=8,
@@ -128,12 +129,14 @@ def main() -> None:
           f'{results["full"][-1]:.0f}/s, reader {results["reader"][-1]:.0f} records/s',
           flush=True)
   med = {k: float(np.median(v)) for k, v in results.items()}
+  ratios = [f / b for f, b in zip(results['full'], results['bare'])]  # adjacent in time
   row = {'date': time.strftime('%Y-%m-%d'), 'machine': f'{platform.processor() or "cpu"}, '
          f'{os.cpu_count()} cores', 'image_size': args.image_size,
          'resize_size': args.resize_size, 'batch': args.batch,
          'bare_examples_per_s': round(med['bare'], 1), 'full_examples_per_s': round(med['full'], 1),
          'reader_records_per_s': round(med['reader'], 1),
-         'full_over_bare': round(med['full'] / med['bare'], 3), 'rounds': results}
+         'full_over_bare': round(float(np.median(ratios)), 3),
+         'load_average_1min': round(os.getloadavg()[0], 2), 'rounds': results}
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'a') as f:
     f.write(json.dumps(row) + '\n')

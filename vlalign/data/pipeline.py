@@ -100,10 +100,12 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   return ds
 
 
-def good_examples(stream: tf.data.Dataset, data_cfg, tokenizer: WordpieceTokenizer, *,
-                  seed: int, source_id: int) -> tf.data.Dataset:
-  """Decoded, augmented, tokenized examples of a record stream, each with its stream `index`,
-  host-local record number `local`, the running per-reason skip `counts` and its `source`."""
+def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int,
+                  source_id: int) -> tf.data.Dataset:
+  """Decoded, augmented examples (image, caption `text`) of a record stream, each with its
+  stream `index`, host-local record number `local`, the running per-reason skip `counts` and
+  its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
+  far less than a call per example."""
 
   def count(counts, x):
     local, (index, (image, text, uid, reason)) = x
@@ -118,7 +120,7 @@ def good_examples(stream: tf.data.Dataset, data_cfg, tokenizer: WordpieceTokeniz
                                crop=data_cfg.image_size, random_crop=data_cfg.random_crop,
                                flip=data_cfg.flip)
     img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
-    return {'image': img, 'tokens': tokenizer.tokenize(e['text']), 'id': e['id'],
+    return {'image': img, 'text': e['text'], 'id': e['id'],
             'index': e['index'], 'local': e['local'], 'counts': e['counts'],
             'source': tf.constant(source_id, tf.int32)}
 
@@ -126,6 +128,15 @@ def good_examples(stream: tf.data.Dataset, data_cfg, tokenizer: WordpieceTokeniz
   ds = ds.filter(lambda e: tf.equal(e['reason'], 0))
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.ignore_errors()  # an image whose body does not decode: counted from the gap
+
+
+def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer) -> tf.data.Dataset:
+  """Batches with 'text' replaced by its WordPiece 'tokens'."""
+  def tokenize(batch):
+    batch = dict(batch)
+    batch['tokens'] = tokenizer.tokenize(batch.pop('text'))
+    return batch
+  return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def mixture_weights(srcs: list[sources_lib.Source], data_cfg) -> np.ndarray:
@@ -208,7 +219,7 @@ class TrainIterator:
       seed_s = source_seed(seed, s)
       stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
                              process_count=process_count, start_index=self._positions[s])
-      streams.append(good_examples(stream, data_cfg, tokenizer, seed=seed_s, source_id=s))
+      streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s))
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':
@@ -219,6 +230,7 @@ class TrainIterator:
       batched = [s.batch(per_host, drop_remainder=True) for s in streams]
       ds = tf.data.Dataset.choose_from_datasets(
           batched, _draws(mixture_weights(srcs, data_cfg), seed, self._batches))
+    ds = tokenize_batches(ds, tokenizer)
     self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

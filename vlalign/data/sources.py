@@ -37,6 +37,10 @@ IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'gif')
 # (image, text, id, reason) as tf.data sees them.
 SIGNATURE = (tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string),
              tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32))
+# Records cross from Python into tf.data in chunks: a generator element costs about 0.5 ms of
+# fixed overhead, a record about 30 us of Python work.
+CHUNK = 64
+_CHUNK_SIGNATURE = tuple(tf.TensorSpec([None], s.dtype) for s in SIGNATURE)
 
 
 @dataclasses.dataclass
@@ -175,13 +179,32 @@ def file_records(source: Source, files: tf.data.Dataset, data_cfg, checks: filte
   """Records of `files` (a dataset of paths), interleaved one record per file in turn."""
   keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
   if source.kind == 'wds':
-    gen = lambda path: read_wds(path.decode(), checks)
+    gen = lambda path: _chunks(read_wds(path.decode(), checks))
   else:
-    gen = lambda path: read_tfrecord(path.decode(), keys, checks)
+    gen = lambda path: _chunks(read_tfrecord(path.decode(), keys, checks))
   return files.interleave(
-      lambda p: tf.data.Dataset.from_generator(gen, output_signature=SIGNATURE, args=(p,)),
+      lambda p: tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
+                                               args=(p,)).unbatch(),
       cycle_length=cycle_length, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True)
+
+
+def _chunks(records: Iterator[tuple]) -> Iterator[tuple]:
+  """Up to CHUNK records at a time as (images, texts, ids, reasons) arrays."""
+  rows = []
+  for rec in records:
+    rows.append(rec)
+    if len(rows) == CHUNK:
+      yield _stack(rows)
+      rows = []
+  if rows:
+    yield _stack(rows)
+
+
+def _stack(rows: list[tuple]) -> tuple:
+  cols = list(zip(*rows))
+  return (np.array(cols[0], dtype=object), np.array(cols[1], dtype=object),
+          np.array(cols[2], dtype=object), np.array(cols[3], dtype=np.int32))
 
 
 def _nested(ex: dict, path: str, spec: str):
