@@ -8,3 +8,12 @@ def cache(tmp_path_factory):
   """One VLALIGN_DATA_DIR for the runs of the whole session: the embedded data is a pure
   function of its settings, written once per setting under it."""
   return tmp_path_factory.mktemp('cache')
+
+
+@pytest.fixture(scope='session')
+def small_dataset(tmp_path_factory):
+  """A small embedded dataset (generated once per test session)."""
+  from vlalign.data.embedded import generator  # pylint: disable=g-import-not-at-top
+  return generator.ensure_dataset(str(tmp_path_factory.mktemp('embedded')), seed=0,
+                                  train_sizes={'studio': 300, 'sketch': 200}, heldout_size=120,
+                                  noise_fraction=0.25, num_shards=4, vocab_size=300)

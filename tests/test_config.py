@@ -25,6 +25,15 @@ def test_demo_config_is_valid():
     ('nan_policy', 'ignore', 'config.nan_policy'),
     ('stop_at_step', 10_000, 'config.stop_at_step'),
     ('data.resize_size', 8, 'config.data.resize_size'),
+    ('data.sources', ('s3://bucket/x',), 'config.data.sources'),
+    ('data.sources', ('tfds:coco_captions',), 'config.data.sources'),
+    ('data.sources', (), 'config.data.sources'),
+    ('data.sources', ('embedded:studio', 'embedded:sketch'), 'config.data.mixing'),
+    ('data.mixing', 'roundrobin', 'config.data.mixing'),
+    ('data.weights', (1.0, 2.0), 'config.data.weights'),
+    ('data.filters.max_aspect_ratio', 0.5, 'config.data.filters.max_aspect_ratio'),
+    ('data.filters.max_shared_text', 10, 'config.data.filters.stats_file'),
+    ('data.max_text_bytes', 0, 'config.data.max_text_bytes'),
 ])
 def test_bad_values_name_the_field(field, value, match):
   config = _demo()

@@ -124,7 +124,9 @@ def base_config() -> ml_collections.ConfigDict:
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
-      'evals': {'heldout': True, 'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
+      # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
+      # {'name': 'cifar10', 'kind': 'zeroshot', 'source': 'tfds:cifar10:test'}.
+      'evals': {'heldout': True, 'datasets': (), 'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
   })
   config.lock()
   return config
@@ -232,5 +234,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.peak_flops_per_device >= 0, 'peak_flops_per_device', 'must be >= 0 (0: table)')
   _check(config.profile.start_step >= 0, 'profile.start_step', 'must be >= 0 (0: off)')
   _check(config.profile.num_steps >= 1, 'profile.num_steps', 'must be >= 1')
+  names = set()
+  for i, entry in enumerate(config.evals.datasets):
+    field = f'evals.datasets[{i}]'
+    _check(hasattr(entry, 'get') and entry.get('name') and entry.get('name') not in names and
+           entry.get('name') not in ('heldout', 'retrieval', 'zeroshot') and
+           '/' not in entry.get('name'), field,
+           f'needs a unique "name" (not heldout/retrieval/zeroshot, no "/"), got {entry!r}')
+    names.add(entry['name'])
+    _check_choice(entry.get('kind'), f'{field}.kind', ('zeroshot', 'retrieval', 'linear_probe'))
+    try:
+      data_spec.parse_spec(entry.get('source', '') if entry.get('source') != 'embedded:heldout'
+                           else 'embedded')
+    except data_spec.DataError as e:
+      raise ConfigError(f'config.{field}.source: {e}') from e
   for name in config.evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))

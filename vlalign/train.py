@@ -173,21 +173,27 @@ def _log(writer, progress, step, metrics, batch_size, flops_per_step=0.0,
   return scalars
 
 
-def _report_eval(workdir: str, step: int, results: dict[str, float], filename: str) -> None:
-  """Logs held-out results and writes them (process 0) to <workdir>/eval/<filename>."""
+def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str = '') -> None:
+  """Logs eval results and writes them (process 0) to <workdir>/eval/<name><suffix>.json: name
+  'heldout' for the embedded split's metrics, else the config.evals.datasets entry's name."""
   logging.info('eval at step %d: %s', step,
                ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
+  groups = {}
+  for key, value in results.items():
+    name = key.split('/')[1]
+    groups.setdefault('heldout' if name in ('retrieval', 'zeroshot') else name, {})[key] = value
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
-    with open(os.path.join(workdir, 'eval', filename), 'w') as f:
-      json.dump({'step': step, **results}, f, indent=1)
+    for name, values in groups.items():
+      with open(os.path.join(workdir, 'eval', f'{name}{suffix}.json'), 'w') as f:
+        json.dump({'step': step, **values}, f, indent=1)
 
 
 def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
   results = evaluator.run(state.params, state.model_state)
   writer.write_scalars(step, results)
   writer.flush()
-  _report_eval(workdir, step, results, 'heldout.json')
+  _report_eval(workdir, step, results)
   return results
 
 
@@ -298,14 +304,17 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         step: int | None = None) -> tuple[int, dict[str, float]]:
-  """Held-out metrics of the checkpoint at `step` (default: the newest) in `workdir`; also
-  written to <workdir>/eval/heldout_step<step>.json."""
+  """Eval metrics of the checkpoint at `step` (default: the newest) in `workdir`; also written
+  to <workdir>/eval/heldout_step<step>.json (and <name>_step<step>.json per evals.datasets)."""
   r = restore_for_inference(config, workdir, step)
   step = r['step']
   logging.info('evaluating the checkpoint at step %d of %s', step, workdir)
+  if not r['paths']['heldout'] and not config.evals.datasets:
+    raise config_lib.ConfigError('config.evals: heldout is off and datasets is empty: nothing '
+                                 'to evaluate')
   evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
   results = evaluator.run(r['params'], r['model_state'])
-  _report_eval(workdir, step, results, f'heldout_step{step}.json')
+  _report_eval(workdir, step, results, f'_step{step}')
   return step, results
 
 
@@ -334,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                               state=data_state, process_index=jax.process_index(),
                               process_count=jax.process_count())
   evaluator = (HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
-               if paths['heldout'] else None)
+               if paths['heldout'] or config.evals.datasets else None)
   if evaluator is None:
     logging.info('held-out evaluation is off (config.evals.heldout)')
   id_log = _IdLog(workdir, config.debug.record_example_ids)

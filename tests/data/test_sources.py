@@ -264,3 +264,29 @@ def test_weighted_mixture_follows_the_weights_and_resumes_exactly(small_dataset)
     next(resumed)
     assert list(resumed.ids) == straight[step]
   assert len(srcs) == 2 and first.state().positions[1] > 0
+
+
+def test_main_trains_on_converted_shards_mixed_with_the_raw_tars(wds, tmp_path, small_dataset):
+  """Through vlalign.main: the converted shards and the broken tars as a weighted mixture; the
+  run finishes, logs data/skipped/<reason> for the tars' bad samples and can be resumed."""
+  out = str(tmp_path / 'tfr')
+  convert.convert([f'wds:{wds["dir"]}/*.tar'], out, _values(), workers=1)
+  workdir = tmp_path / 'wd'
+  cmd = [sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+         f'--workdir={workdir}', '--config.total_steps=8', '--config.log_every=4',
+         f"--config.data.sources=('tfrecord:{out}/part-*.tfrecord', 'wds:{wds['dir']}/*.tar')",
+         '--config.data.mixing=weighted', '--config.data.weights=(1.0, 3.0)',
+         f'--config.data.vocab_file={small_dataset["vocab"]}', '--config.evals.heldout=False']
+  env = dict(os.environ, JAX_PLATFORMS='cpu', VLALIGN_DATA_DIR=str(tmp_path / 'cache'))
+  for stop in (4, 0):
+    proc = subprocess.run(cmd + [f'--config.stop_at_step={stop}'], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Resumed from checkpoint at step 4' in proc.stderr
+  assert not (tmp_path / 'cache').exists()  # no embedded data needed
+  with open(workdir / 'metrics.jsonl') as f:
+    rows = [json.loads(line) for line in f]
+  last = [r for r in rows if 'train/loss' in r][-1]
+  assert last['step'] == 8 and np.isfinite(last['train/loss'])
+  skipped = {k.split('/')[-1] for k, v in last.items() if k.startswith('data/skipped/') and v}
+  assert skipped - {'total'} and skipped - {'total'} <= set(wds['skipped'])

@@ -1,4 +1,5 @@
-"""Evaluator on the embedded held-out split: retrieval and attribute zero-shot classification."""
+"""Evaluator on the embedded held-out split (retrieval, attribute zero-shot classification) and
+on the sources listed in config.evals.datasets (evaluate/datasets.py)."""
 
 import logging
 import time
@@ -11,6 +12,7 @@ from jax.experimental import multihost_utils
 
 from vlalign.data import pipeline
 from vlalign.data.embedded import generator
+from vlalign.evaluate import datasets
 from vlalign.evaluate import metrics as metrics_lib
 
 
@@ -29,9 +31,13 @@ def batched_apply(fn: Callable, data: np.ndarray, batch: int) -> np.ndarray:
 class HeldoutEvaluator:
   """Embeds the held-out split with the current parameters and reports eval/* metrics."""
 
-  def __init__(self, config, model, tokenizer, heldout_pattern: str):
+  def __init__(self, config, model, tokenizer, heldout_pattern: str, with_datasets: bool = True):
+    """heldout_pattern '' skips the embedded held-out split (config.evals.heldout off);
+    with_datasets False skips config.evals.datasets (tools that only embed the split)."""
     self.config = config
-    self.data = pipeline.load_eval_set(heldout_pattern, config.data, tokenizer)
+    self.data = (pipeline.load_eval_set(heldout_pattern, config.data, tokenizer)
+                 if heldout_pattern else None)
+    self.datasets = datasets.build_all(config, tokenizer, self.data) if with_datasets else []
     self.prompts = generator.load_prompts()
     self.tokenizer = tokenizer
     self.batch = config.data.eval_batch
@@ -65,8 +71,12 @@ class HeldoutEvaluator:
     `model_state` holds non-trainable variables such as batch-norm statistics."""
     t0 = time.time()
     variables = self.variables(params, model_state)
+    out = datasets.run_all(
+        self.datasets, lambda x: batched_apply(lambda a: self._img(variables, a), x, self.batch),
+        lambda t: batched_apply(lambda a: self._txt(variables, a), t, self.batch))
+    if self.data is None:
+      return out
     img, txt = self.embed(variables)
-    out = {}
     if self.config.evals.retrieval:
       out.update({f'eval/retrieval/{k}': v
                   for k, v in metrics_lib.retrieval_metrics(img, txt).items()})
@@ -77,6 +87,9 @@ class HeldoutEvaluator:
       cls = metrics_lib.class_embeddings(emb.reshape(n_cls, n_tpl, -1))
       labels = self.data[_PLURAL[attribute]][single]
       out[f'eval/zeroshot/{attribute}_top1'] = metrics_lib.topk_accuracy(img[single], cls, labels)
+      if n_cls > 5:
+        out[f'eval/zeroshot/{attribute}_top5'] = metrics_lib.topk_accuracy(img[single], cls,
+                                                                           labels, 5)
     logging.info('held-out eval on %d pairs took %.1fs', len(img), time.time() - t0)
     return out
 

@@ -35,7 +35,8 @@ def load_heldout(config, workdir: str, step=None) -> tuple[dict, Any, dict]:
   from vlalign import train  # pylint: disable=g-import-not-at-top
   from vlalign.evaluate.heldout import HeldoutEvaluator  # pylint: disable=g-import-not-at-top
   r = train.restore_for_inference(config, workdir, step)
-  evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
+  evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'],
+                               with_datasets=False)
   return r, evaluator, evaluator.variables(r['params'], r['model_state'])
 
 

@@ -1,0 +1,254 @@
+"""Evaluators on any source (config.evals.datasets): zero-shot classification with a prompt
+ensemble (top-1 and top-5), retrieval with several captions per image, and a linear probe on
+frozen image features. Each entry is a dict:
+
+  {'name': 'cifar10', 'kind': 'zeroshot', 'source': 'tfds:cifar10:test', 'label_key': 'label'}
+  {'name': 'coco', 'kind': 'retrieval', 'source': 'tfds:coco_captions:val',
+   'text_key': 'captions/text'}
+  {'name': 'shape_probe', 'kind': 'linear_probe', 'source': 'embedded:heldout',
+   'label_key': 'shape'}
+
+Common keys: max_examples (0: all), image_key. zeroshot: label_key, classes_file (one class
+name per line; default: the TFDS label feature's names), templates_file (one template with {}
+per line; default: templates.txt next to this module). linear_probe: label_key, train_fraction
+(the first part of the examples trains the probe, the rest tests it), l2, steps.
+Labelled sources: tfds:... (a ClassLabel feature), tfrecord:<glob> (an int64 feature) and
+embedded:heldout (label_key color | shape | size, single-object scenes). Retrieval reads any
+training source spec; records with identical image bytes are one image with several captions.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tensorflow as tf
+
+from vlalign.data import filters, image_ops, sources
+from vlalign.data.spec import DataError
+from vlalign.evaluate import metrics as metrics_lib
+from vlalign.evaluate import retrieval
+
+KINDS = ('zeroshot', 'retrieval', 'linear_probe')
+DEFAULT_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates.txt')
+_ATTRIBUTES = {'color': 'colors', 'shape': 'shapes', 'size': 'sizes'}
+
+
+def entry_defaults(entry) -> dict:
+  """An evals.datasets entry with every key filled in."""
+  out = {'name': '', 'kind': '', 'source': '', 'label_key': 'label', 'text_key': 'text',
+         'image_key': 'image', 'classes_file': '', 'templates_file': '', 'max_examples': 0,
+         'train_fraction': 0.5, 'l2': 1e-4, 'steps': 200}
+  unknown = set(entry) - set(out)
+  if unknown:
+    raise DataError(f'config.evals.datasets: unknown keys {sorted(unknown)} in {dict(entry)}')
+  out.update(dict(entry))
+  return out
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+  if not tf.io.gfile.exists(path):
+    raise DataError(f'config.evals.datasets: {what} {path} does not exist')
+  with tf.io.gfile.GFile(path) as f:
+    lines = [line.strip() for line in f if line.strip()]
+  if not lines:
+    raise DataError(f'config.evals.datasets: {what} {path} is empty')
+  return lines
+
+
+def _decode_eval(images: list[bytes], data_cfg) -> np.ndarray:
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(images, tf.string)).map(
+      lambda b: image_ops.eval_view(image_ops.decode(b), resize=data_cfg.resize_size,
+                                    crop=data_cfg.image_size),
+      num_parallel_calls=tf.data.AUTOTUNE).batch(256)
+  return np.concatenate(list(ds.as_numpy_iterator()))
+
+
+def read_labelled(entry: dict, data_cfg, heldout: dict | None) -> tuple[np.ndarray, np.ndarray,
+                                                                         list[str] | None]:
+  """(eval-view images, int labels, class names or None) of a labelled source."""
+  spec, key, n_max = entry['source'], entry['label_key'], entry['max_examples'] or None
+  if spec == 'embedded:heldout':
+    if heldout is None or key not in _ATTRIBUTES:
+      raise DataError(f'config.evals.datasets[{entry["name"]}]: embedded:heldout labels are '
+                      f'{sorted(_ATTRIBUTES)} and need the embedded held-out split')
+    single = heldout['num_objects'] == 1
+    return (heldout['image'][single][:n_max], heldout[_ATTRIBUTES[key]][single][:n_max],
+            None)
+  kind, arg = sources.parse_spec(spec)
+  if kind == 'tfds':
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    name, _, split = arg.rpartition(':')
+    builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir or None)
+    feature = builder.info.features[key]
+    names = list(feature.names) if hasattr(feature, 'names') else None
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={entry['image_key']: tfds.decode.SkipDecoding()})
+    if n_max:
+      ds = ds.take(n_max)
+    rows = [(ex[entry['image_key']], int(ex[key])) for ex in ds.as_numpy_iterator()]
+  elif kind == 'tfrecord':
+    spec_ = {entry['image_key']: tf.io.FixedLenFeature([], tf.string),
+             key: tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(sources.list_files(arg)).map(
+        lambda r: tf.io.parse_single_example(r, spec_))
+    if n_max:
+      ds = ds.take(n_max)
+    rows = [(ex[entry['image_key']], int(ex[key])) for ex in ds.as_numpy_iterator()]
+    names = None
+  else:
+    raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec!r} has no labels; use '
+                    f'tfds:, tfrecord: or embedded:heldout')
+  if not rows:
+    raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec} has no examples')
+  images = _decode_eval([r[0] for r in rows], data_cfg)
+  return images, np.asarray([r[1] for r in rows], np.int64), names
+
+
+def read_captioned(entry: dict, data_cfg) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+  """(images, captions, caption -> image index) of a source, up to max_examples images;
+  records whose image bytes are identical are one image."""
+  cfg = data_cfg.copy_and_resolve_references()
+  cfg.image_key, cfg.text_key = entry['image_key'], entry['text_key']
+  src = sources.resolve(entry['source'], cfg)
+  index, images, texts, owner = {}, [], [], []
+  for image, text, _, reason in sources.records(src, cfg, filters.Checks()):
+    if reason:
+      continue
+    h = hashlib.sha1(image).digest()
+    if h not in index:
+      if entry['max_examples'] and len(images) == entry['max_examples']:
+        continue
+      index[h] = len(images)
+      images.append(image)
+    texts.append(text)
+    owner.append(index[h])
+  if not images:
+    raise DataError(f'config.evals.datasets[{entry["name"]}]: {entry["source"]} has no '
+                    f'usable examples')
+  return _decode_eval(images, data_cfg), texts, np.asarray(owner, np.int32)
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                 test_y: np.ndarray, num_classes: int, *, l2: float = 1e-4,
+                 steps: int = 200) -> dict[str, float]:
+  """Multinomial logistic regression (with bias, L2 on the weights) fit by L-BFGS on frozen
+  features; train and test accuracy."""
+  x = jnp.asarray(train_x, jnp.float32)
+  y = jnp.asarray(train_y, jnp.int32)
+  params = {'w': jnp.zeros((x.shape[1], num_classes)), 'b': jnp.zeros((num_classes,))}
+
+  def loss(p):
+    logits = x @ p['w'] + p['b']
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return ce + 0.5 * l2 * jnp.sum(p['w'] ** 2)
+
+  opt = optax.lbfgs()
+  value_and_grad = optax.value_and_grad_from_state(loss)
+
+  @jax.jit
+  def fit(p):
+    def step(carry, _):
+      p, state = carry
+      value, grad = value_and_grad(p, state=state)
+      updates, state = opt.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+      return (optax.apply_updates(p, updates), state), value
+    (p, _), _ = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
+    return p
+
+  params = fit(params)
+  acc = lambda a, b: float((np.argmax(np.asarray(a) @ np.asarray(params['w']) +
+                                      np.asarray(params['b']), 1) == b).mean())
+  return {'train_acc': acc(train_x, train_y), 'test_acc': acc(test_x, test_y),
+          'final_loss': float(loss(params))}
+
+
+@dataclasses.dataclass
+class DatasetEvaluator:
+  """One config.evals.datasets entry: its data read once, its embeddings each time it runs."""
+  entry: dict
+  images: np.ndarray
+  labels: np.ndarray | None = None
+  class_tokens: np.ndarray | None = None
+  num_classes: int = 0
+  num_templates: int = 0
+  text_tokens: np.ndarray | None = None
+  text_image: np.ndarray | None = None
+
+  @classmethod
+  def build(cls, entry, data_cfg, tokenizer, heldout: dict | None) -> 'DatasetEvaluator':
+    entry = entry_defaults(entry)
+    t0 = time.time()
+    if entry['kind'] == 'retrieval':
+      images, texts, owner = read_captioned(entry, data_cfg)
+      tokens = np.asarray(tokenizer.tokenize(np.array(texts, dtype=object)))
+      ev = cls(entry, images, text_tokens=tokens, text_image=owner)
+    elif entry['kind'] in ('zeroshot', 'linear_probe'):
+      images, labels, names = read_labelled(entry, data_cfg, heldout)
+      ev = cls(entry, images, labels=labels)
+      if entry['kind'] == 'zeroshot':
+        names = (_read_lines(entry['classes_file'], 'classes_file') if entry['classes_file']
+                 else names)
+        templates = None
+        if entry['source'] == 'embedded:heldout':  # the attribute's own names and prompts
+          from vlalign.data.embedded import generator  # pylint: disable=g-import-not-at-top
+          prompts = generator.load_prompts()[entry['label_key']]
+          names = names or prompts['classes']
+          templates = None if entry['templates_file'] else prompts['templates']
+        if not names:
+          raise DataError(f'config.evals.datasets[{entry["name"]}]: no class names (set '
+                          f'classes_file)')
+        templates = templates or _read_lines(entry['templates_file'] or DEFAULT_TEMPLATES,
+                                             'templates_file')
+        prompts = [t.format(c.replace('_', ' ')) for c in names for t in templates]
+        ev.class_tokens = np.asarray(tokenizer.tokenize(np.array(prompts, dtype=object)))
+        ev.num_classes, ev.num_templates = len(names), len(templates)
+      else:
+        ev.num_classes = int(labels.max()) + 1
+    else:
+      raise DataError(f'config.evals.datasets: kind {entry["kind"]!r} is not one of '
+                      f'{list(KINDS)}')
+    logging.info('eval dataset %s (%s, %s): %d images, read in %.1fs', entry['name'],
+                 entry['kind'], entry['source'], len(ev.images), time.time() - t0)
+    return ev
+
+  def run(self, embed_images, embed_texts) -> dict[str, float]:
+    """Metrics eval/<name>/...; embed_* map arrays to normalised embeddings."""
+    e, prefix = self.entry, f'eval/{self.entry["name"]}/'
+    img = embed_images(self.images)
+    if e['kind'] == 'retrieval':
+      txt = embed_texts(self.text_tokens)
+      res = retrieval.retrieval_metrics_multi(img, txt, self.text_image)
+    elif e['kind'] == 'zeroshot':
+      emb = embed_texts(self.class_tokens)
+      cls = metrics_lib.class_embeddings(emb.reshape(self.num_classes, self.num_templates, -1))
+      res = {'top1': metrics_lib.topk_accuracy(img, cls, self.labels, 1)}
+      if self.num_classes > 5:
+        res['top5'] = metrics_lib.topk_accuracy(img, cls, self.labels, 5)
+    else:
+      n = int(len(img) * e['train_fraction'])
+      if not 0 < n < len(img):
+        raise DataError(f'config.evals.datasets[{e["name"]}]: train_fraction '
+                        f'{e["train_fraction"]} leaves no train or test examples')
+      res = linear_probe(img[:n], self.labels[:n], img[n:], self.labels[n:],
+                         self.num_classes, l2=e['l2'], steps=e['steps'])
+    return {prefix + k: v for k, v in res.items()}
+
+
+def build_all(config, tokenizer, heldout: dict | None) -> list[DatasetEvaluator]:
+  return [DatasetEvaluator.build(e, config.data, tokenizer, heldout)
+          for e in config.evals.datasets]
+
+
+def run_all(evaluators: list[DatasetEvaluator], embed_images, embed_texts) -> dict[str, Any]:
+  out = {}
+  for ev in evaluators:
+    out.update(ev.run(embed_images, embed_texts))
+  return out
+
