@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import image_ops
+from vlalign.data import image_ops, views
 from vlalign.data.text import WordpieceTokenizer
 
 _FEATURES = {'image': tf.io.FixedLenFeature([], tf.string),
@@ -85,7 +85,14 @@ def _train_parse(cfg, tokenizer: WordpieceTokenizer, seed: int):
     img = image_ops.train_view(image_ops.decode(ex['image']), key, resize=cfg.resize_size,
                                crop=cfg.image_size, random_crop=cfg.random_crop, flip=cfg.flip)
     img.set_shape([cfg.image_size, cfg.image_size, 3])
-    return {'image': img, 'tokens': tokenizer.tokenize(ex['text']), 'index': index}
+    out = {'image': img, 'tokens': tokenizer.tokenize(ex['text']), 'index': index}
+    # --- Extra views for a method (config.data.views; issue 5): image2, tokens_mlm + mlm_labels,
+    # tokens_eda, keyed like the first view. See data/views.py.
+    if views.wanted(cfg.get('views')):
+      out.update(views.extra_views(cfg.views, image_ops.decode(ex['image']), ex['text'], key,
+                                   tokenizer, cfg))
+    # --- end of extra views
+    return out
   return parse
 
 
