@@ -37,9 +37,10 @@ def declip_method(config: ml_collections.ConfigDict, bank_batches: int,
   config.loss.update(name='softmax', label_smoothing=0.0, reduction='mean')
 
 
-def paper_config(image: ml_collections.ConfigDict, image_size: int = 224,
+def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_size: int = 224,
                  mvs_weight: float = 0.4) -> ml_collections.ConfigDict:
-  """The DeCLIP recipe with the given CLIP image tower (ends in its own 512 projection)."""
+  """The DeCLIP recipe with the given CLIP image tower (ending in its own projection to
+  `embed_dim`, as the text transformer does)."""
   config = config_lib.base_config()
   config.total_steps = 128_000
   d = config.data
@@ -51,8 +52,8 @@ def paper_config(image: ml_collections.ConfigDict, image_size: int = 224,
   m = config.model
   m.image = image
   m.text = ml_collections.ConfigDict({'name': 'clip_text', 'width': 512, 'depth': 12,
-                                      'num_heads': 8, 'output_dim': 512})
-  m.embed_dim = 512
+                                      'num_heads': 8, 'output_dim': embed_dim})
+  m.embed_dim = embed_dim
   m.image_projection, m.text_projection = 'none', 'none'
   m.vocab_size = 49_408  # CLIP's BPE vocabulary size
   m.temperature_init, m.learn_temperature = 0.07, True

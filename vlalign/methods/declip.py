@@ -132,6 +132,27 @@ def mlm_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> tuple[jnp.ndarray, jnp
   return jnp.sum(jnp.where(valid, ce, 0.0)) / count, acc
 
 
+def mvs_loss(images, texts, scale, loss_cfg, mesh: Mesh, batch_axes) -> dict[str, jnp.ndarray]:
+  """Means of the contrastive losses (config.loss) over every (image view, text view) pair:
+  'loss', 'loss/i2t', 'loss/t2i'; plus the first pair's accuracies."""
+  pairs = [losses_api.compute(loss_cfg, {'image': x, 'text': y, 'scale': scale}, mesh, batch_axes)
+           for x in images for y in texts]
+  out = {k: sum(p[k] for p in pairs) / len(pairs) for k in ('loss', 'loss/i2t', 'loss/t2i')}
+  return {**out, 'accuracy/i2t': pairs[0]['accuracy/i2t'],
+          'accuracy/t2i': pairs[0]['accuracy/t2i']}
+
+
+def nns_loss(images, texts, entries, scale, mesh: Mesh, batch_axes,
+             label_smoothing: float = 0.0) -> jnp.ndarray:
+  """Mean over (image view, text view) of the image->text loss whose columns are the texts'
+  nearest bank rows (top-1 cosine in `entries`, the bank before this step's insertions)."""
+  neighbours = [bank.nearest(entries, y, mesh, batch_axes)[0] for y in texts]
+  terms = [contrastive.softmax_contrastive(x, nn_y, scale, mesh, batch_axes=batch_axes,
+                                           label_smoothing=label_smoothing)['loss/i2t']
+           for x in images for nn_y in neighbours]
+  return sum(terms) / len(terms)
+
+
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for DeCLIP (see the module docstring)."""
   me, axes, loss_cfg = config.method, config.batch_axes, config.loss
@@ -152,9 +173,7 @@ def make_objective(config, model, mesh: Mesh):
     scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
                         me.max_logit_scale)
     x1, x2 = l2_normalize(z1), l2_normalize(z2)
-    pairs = [losses_api.compute(loss_cfg, {'image': x, 'text': y, 'scale': scale}, mesh, axes)
-             for x in (x1, x2) for y in (t, t_eda)]
-    mean = lambda key: sum(p[key] for p in pairs) / len(pairs)
+    mvs = mvs_loss((x1, x2), (t, t_eda), scale, loss_cfg, mesh, axes)
     h = params[HEADS]
     proj = lambda z: heads['projector'].apply({'params': h['projector']}, z)
     pred = lambda z: heads['predictor'].apply({'params': h['predictor']}, z)
@@ -162,17 +181,13 @@ def make_objective(config, model, mesh: Mesh):
     iss = simsiam_loss(pred(p1), p1, pred(p2), p2)
     logits = heads['mlm_head'].apply({'params': h['mlm_head']}, seq)
     tss, mlm_acc = mlm_loss(logits, batch['mlm_labels'])
-    entries = extra['bank']['entries']
-    neighbours = [bank.nearest(entries, y, mesh, axes)[0] for y in (t, t_eda)]
-    nns = sum(contrastive.softmax_contrastive(x, nn_y, scale, mesh, batch_axes=axes,
-                                              label_smoothing=loss_cfg.label_smoothing)['loss/i2t']
-              for x in (x1, x2) for nn_y in neighbours) / 4
+    nns = nns_loss((x1, x2), (t, t_eda), extra['bank']['entries'], scale, mesh, axes,
+                   loss_cfg.label_smoothing)
     new_bank = bank.enqueue(bank.enqueue(extra['bank'], t, mesh, axes), t_eda, mesh, axes)
-    parts = {'mvs': mean('loss'), 'iss': iss, 'tss': tss, 'nns': nns}
+    parts = {'mvs': mvs['loss'], 'iss': iss, 'tss': tss, 'nns': nns}
     total = sum(me.weights[k] * v for k, v in parts.items())
     losses = {'loss': total, **{f'loss/{k}': v for k, v in parts.items()},
-              'loss/i2t': mean('loss/i2t'), 'loss/t2i': mean('loss/t2i'),
-              'accuracy/i2t': pairs[0]['accuracy/i2t'], 'accuracy/t2i': pairs[0]['accuracy/t2i'],
+              **{k: mvs[k] for k in ('loss/i2t', 'loss/t2i', 'accuracy/i2t', 'accuracy/t2i')},
               'accuracy/mlm': mlm_acc}
     return total, (losses, {'scale': scale}, state['ms'], {'bank': new_bank})
 
