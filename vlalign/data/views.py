@@ -48,7 +48,7 @@ def _keys(key: tf.Tensor, salt: int, n: int) -> tf.Tensor:
       tf.random.experimental.stateless_fold_in(key, salt), n)
 
 
-def _blur(img: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
+def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
   """Separable Gaussian blur of a float [h, w, 3] image (reflect padding)."""
   x = tf.range(-radius, radius + 1, dtype=tf.float32)
   k = tf.exp(-0.5 * tf.square(x / sigma))
@@ -89,7 +89,7 @@ def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1
     factor = size / 224.0
     sigma = (0.1 + 1.9 * u[2]) * factor
     radius = max(1, math.ceil(3 * 2.0 * factor))
-    x = tf.where(u[1] < blur, _blur(x, sigma, radius), x)
+    x = tf.where(u[1] < blur, gaussian_blur(x, sigma, radius), x)
   x = tf.ensure_shape(x, [size, size, 3])
   return x * 2.0 - 1.0
 
@@ -166,10 +166,10 @@ def eda(text: tf.Tensor, key: tf.Tensor, *, alpha: float, table: SynonymTable) -
   words = tf.strings.split(clean)
   n = tf.size(words)
   op = tf.random.stateless_uniform([], seed=k[0], minval=0, maxval=3, dtype=tf.int32)
-  out = tf.switch_case(op, [lambda: _replace(words, n, k[1], alpha, table),
-                            lambda: _swap(words, n, k[1], alpha),
-                            lambda: _delete(words, n, k[1], alpha)])
-  out = tf.cond(n > 0, lambda: out, lambda: words)
+  augment = lambda: tf.switch_case(op, [lambda: _replace(words, n, k[1], alpha, table),
+                                        lambda: _swap(words, n, k[1], alpha),
+                                        lambda: _delete(words, n, k[1], alpha)])
+  out = tf.cond(n > 0, augment, lambda: words)
   return tf.strings.reduce_join(out, separator=' ')
 
 
