@@ -15,6 +15,8 @@ from vlalign.models import two_tower
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = losses_api.NAMES
+METHODS = ('clip', 'brivl', 'declip')  # vlalign/methods/__init__.py maps the names to modules
+DECLIP_LOSSES = ('mvs', 'iss', 'tss', 'nns')
 
 
 def _data_defaults() -> ml_collections.ConfigDict:
@@ -58,6 +60,22 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'host_split': 'files',
       'prefetch': 2,
       'eval_batch': 250,
+      # Extra training views a method asks for (data/views.py): a second augmented image
+      # ('image2'), MLM-masked tokens + labels ('tokens_mlm', 'mlm_labels') and an EDA-augmented
+      # caption ('tokens_eda'). The first image view stays the plain train view above.
+      'views': {
+          'image2': False, 'text_mlm': False, 'text_eda': False,
+          # image2: random resized crop (area fraction range, aspect ratio 3/4..4/3), flip,
+          # colour jitter (brightness / contrast / saturation strength; 0: off), grayscale and
+          # Gaussian blur (sigma 0.1..2 px at 224 px, scaled to image_size) probabilities.
+          'crop_scale': (0.2, 1.0), 'flip': True, 'color_jitter': 0.4, 'grayscale': 0.2,
+          'blur': 0.5,
+          # text_mlm: each word piece selected with mlm_prob; selected: 80% [MASK], 10% a random
+          # piece, 10% kept. text_eda: one of synonym replacement / random swap / random deletion
+          # chosen at random, with EDA's alpha (n = max(1, alpha * words) replacements or swaps;
+          # deletion probability alpha per word).
+          'mlm_prob': 0.15, 'eda_alpha': 0.1,
+      },
   })
 
 
@@ -79,6 +97,21 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'bias_init': ml_collections.FieldReference(None, field_type=float),
       'compute_dtype': 'float32',
       'remat': False,
+  })
+
+
+def _method_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'name': 'clip',
+      # brivl: EMA factor of the momentum encoders, entries per key queue (a multiple of the
+      # global batch), fixed temperature tau.
+      'momentum': 0.99, 'queue_size': 9600, 'temperature': 0.07,
+      # declip: loss weights, text bank entries (a multiple of the global batch holding at least
+      # one step's 2 x global_batch insertions), SimSiam projector (3 layers) and predictor
+      # (hidden) widths, upper clamp of the logit scale.
+      'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2},
+      'bank_size': 65536, 'projector_dim': 1024, 'predictor_dim': 512,
+      'max_logit_scale': 100.0,
   })
 
 
@@ -122,11 +155,16 @@ def base_config() -> ml_collections.ConfigDict:
       # record_example_ids: each step's example ids per host into
       # <workdir>/example_ids/process_<i>.jsonl (to audit what a run saw, resumes included).
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
+      # The training objective's recipe (vlalign/methods/): 'clip' = the contrastive loss of
+      # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
+      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision.
+      'method': _method_defaults(),
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
       # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
       # {'name': 'cifar10', 'kind': 'zeroshot', 'source': 'tfds:cifar10:test'}.
-      'evals': {'heldout': True, 'datasets': (), 'retrieval': True, 'zeroshot': ('color', 'shape', 'size')},
+      'evals': {'heldout': True, 'datasets': (), 'retrieval': True,
+                'zeroshot': ('color', 'shape', 'size')},
   })
   config.lock()
   return config
@@ -250,3 +288,44 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}.source: {e}') from e
   for name in config.evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))
+  _validate_views(d.views)
+  _validate_method(config)
+
+
+def _validate_views(v: ml_collections.ConfigDict) -> None:
+  for name in ('image2', 'text_mlm', 'text_eda', 'flip'):
+    _check(isinstance(v[name], bool), f'data.views.{name}', f'must be True or False, got {v[name]!r}')
+  scale = tuple(v.crop_scale)
+  _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, 'data.views.crop_scale',
+         f'must be (low, high) with 0 < low <= high <= 1, got {tuple(v.crop_scale)!r}')
+  _check(0 <= v.color_jitter < 1, 'data.views.color_jitter', 'must be in [0, 1)')
+  for name in ('grayscale', 'blur'):
+    _check(0 <= v[name] <= 1, f'data.views.{name}', f'is a probability, got {v[name]!r}')
+  _check(0 < v.mlm_prob < 1, 'data.views.mlm_prob', f'must be in (0, 1), got {v.mlm_prob!r}')
+  _check(0 < v.eda_alpha < 1, 'data.views.eda_alpha', f'must be in (0, 1), got {v.eda_alpha!r}')
+
+
+def _validate_method(config: ml_collections.ConfigDict) -> None:
+  me, batch = config.method, config.data.global_batch
+  _check_choice(me.name, 'method.name', METHODS)
+  if me.name == 'brivl':
+    _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
+    _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
+           'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
+           f'data.global_batch={batch}')
+    _check(me.temperature > 0, 'method.temperature', 'must be positive')
+  if me.name == 'declip':
+    _check(set(me.weights) == set(DECLIP_LOSSES), 'method.weights',
+           f'must name exactly {list(DECLIP_LOSSES)}, got {sorted(me.weights)}')
+    for name in DECLIP_LOSSES:
+      _check(me.weights[name] >= 0, f'method.weights.{name}', 'must be >= 0')
+    _check(isinstance(me.bank_size, int) and me.bank_size >= 2 * batch
+           and me.bank_size % batch == 0, 'method.bank_size',
+           f'{me.bank_size!r} must be a multiple of data.global_batch={batch} and at least '
+           f'2 x global_batch (T and T\' are enqueued each step)')
+    _check(me.projector_dim > 0, 'method.projector_dim', 'must be positive')
+    _check(me.predictor_dim > 0, 'method.predictor_dim', 'must be positive')
+    _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
+    for view in ('image2', 'text_mlm', 'text_eda'):
+      _check(config.data.views[view], f'data.views.{view}',
+             'must be True for method.name="declip" (it trains on that view)')

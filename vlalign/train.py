@@ -21,6 +21,7 @@ from vlalign.data.embedded import generator
 from vlalign.data.text import WordpieceTokenizer
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
+from vlalign.methods import get_method
 from vlalign.models import two_tower
 
 
@@ -33,6 +34,9 @@ class TrainState:
   rng: jnp.ndarray
   skipped: jnp.ndarray  # number of updates dropped because loss or gradients were not finite
   model_state: Any  # non-trainable model variables (batch-norm statistics); {} for most towers
+  # A method's state beyond the parameters (vlalign/methods): key queues, the nearest-neighbour
+  # bank, momentum (EMA) parameters; {} for 'clip'.
+  extra: Any = flax.struct.field(default_factory=dict)
 
 
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
@@ -58,16 +62,23 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
   d = config.data
   images = jnp.zeros((1, d.image_size, d.image_size, 3), jnp.float32)
   tokens = jnp.zeros((1, d.max_len), jnp.int32)
+  method = get_method(config.method.name)
 
   def init_fn(seed):
     params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init({'params': params_rng}, images, tokens)
-    params = variables.pop('params')
+    params, extra = variables.pop('params'), {}
+    if method is not None:  # the method's heads join the params; its state goes to `extra`
+      params, extra = method.init(config, model, params, variables,
+                                  jax.random.fold_in(params_rng, 1))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=step_rng, skipped=jnp.zeros((), jnp.int32), model_state=variables)
+                      rng=step_rng, skipped=jnp.zeros((), jnp.int32), model_state=variables,
+                      extra=extra)
 
   abstract = jax.eval_shape(init_fn, config.seed)
   shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
+  if method is not None:
+    shardings = shardings.replace(extra=method.extra_shardings(config, shardings, mesh))
   state = jax.jit(init_fn, static_argnums=0, out_shardings=shardings)(config.seed)
   return state, shardings
 
@@ -76,25 +87,34 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   loss_cfg = config.loss
   nan_steps = tuple(int(s) for s in config.debug.nan_loss_at_steps)
+  method = get_method(config.method.name)
 
-  def loss_fn(params, model_state, batch, rng, step):
+  def clip_objective(params, model_state, extra, batch, rng):
     out, model_state = model.apply({'params': params, **model_state}, batch['image'],
                                    batch['tokens'], train=True, rngs={'dropout': rng},
                                    mutable=list(model_state))
     losses = losses_api.compute(loss_cfg, out, mesh, config.batch_axes)
     logit_params = {k: out[k] for k in ('scale', 'bias') if k in out}
-    loss = losses['loss']
+    return losses['loss'], (losses, logit_params, model_state, extra)
+
+  # A method's objective has the same signature: (params, model_state, extra, batch, rng) ->
+  # (loss, (losses, logit params, new model_state, new extra)).
+  objective = clip_objective if method is None else method.make_objective(config, model, mesh)
+
+  def loss_fn(params, model_state, extra, batch, rng, step):
+    loss, (losses, logit_params, model_state, extra) = objective(params, model_state, extra,
+                                                                 batch, rng)
     if nan_steps:  # fault injection (config.debug): a NaN loss and NaN gradients at these steps
       bad = jnp.isin(step + 1, jnp.asarray(nan_steps, jnp.int32))
       loss = loss * jnp.where(bad, jnp.nan, 1.0)
       losses = {**losses, 'loss': loss}
-    return loss, (losses, logit_params, model_state)
+    return loss, (losses, logit_params, model_state, extra)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (losses, logit_params, model_state)), grads = grad_fn(
-        state.params, state.model_state, batch, rng, state.step)
+    (loss, (losses, logit_params, model_state, extra)), grads = grad_fn(
+        state.params, state.model_state, state.extra, batch, rng, state.step)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -103,7 +123,7 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
-    model_state = keep(model_state, state.model_state)
+    model_state, extra = keep(model_state, state.model_state), keep(extra, state.extra)
     skipped = state.skipped + (~finite).astype(jnp.int32)
     metrics = {f'train/{k}': v for k, v in losses.items()}
     metrics.update({'train/grad_norm': grad_norm, 'train/param_norm': optax.global_norm(params),
@@ -113,11 +133,11 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     if 'bias' in logit_params:
       metrics['train/bias'] = logit_params['bias']
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped,
-                        model_state=model_state)
+                        model_state=model_state, extra=extra)
     return new, metrics
 
-  return jax.jit(step_fn, in_shardings=(state_shardings, {'image': batch_sharding,
-                                                          'tokens': batch_sharding}),
+  # `batch_sharding` is a prefix of the batch: every key (views included) is split on the batch.
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
 
 

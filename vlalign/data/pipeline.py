@@ -32,7 +32,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import filters, image_ops
+from vlalign.data import filters, image_ops, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.text import WordpieceTokenizer
@@ -100,12 +100,14 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   return ds
 
 
-def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int,
-                  source_id: int) -> tf.data.Dataset:
+def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
+                  tokenizer: WordpieceTokenizer | None = None) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a record stream, each with its
   stream `index`, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
-  far less than a call per example."""
+  far less than a call per example. Extra views a method asks for (config.data.views:
+  image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
+  first view; they need the `tokenizer`."""
 
   def count(counts, x):
     local, (index, (image, text, uid, reason)) = x
@@ -114,15 +116,22 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int,
     return counts, {'local': local, 'index': index, 'image': image, 'text': text, 'id': uid,
                     'reason': reason, 'counts': counts}
 
+  extra = views.wanted(data_cfg.get('views'))
+
   def prepare(e):
     key = tf.stack([tf.cast(seed, tf.int64), e['index']])
-    img = image_ops.train_view(image_ops.decode(e['image']), key, resize=data_cfg.resize_size,
+    decoded = image_ops.decode(e['image'])
+    img = image_ops.train_view(decoded, key, resize=data_cfg.resize_size,
                                crop=data_cfg.image_size, random_crop=data_cfg.random_crop,
                                flip=data_cfg.flip)
     img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
-    return {'image': img, 'text': e['text'], 'id': e['id'],
-            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
-            'source': tf.constant(source_id, tf.int32)}
+    out = {'image': img, 'text': e['text'], 'id': e['id'],
+           'index': e['index'], 'local': e['local'], 'counts': e['counts'],
+           'source': tf.constant(source_id, tf.int32)}
+    if extra:
+      out.update(views.extra_views(data_cfg.views, decoded, e['text'], key, tokenizer,
+                                   data_cfg))
+    return out
 
   ds = stream.enumerate().scan(tf.zeros([NUM_REASONS], tf.int64), count)
   ds = ds.filter(lambda e: tf.equal(e['reason'], 0))
@@ -219,7 +228,8 @@ class TrainIterator:
       seed_s = source_seed(seed, s)
       stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
                              process_count=process_count, start_index=self._positions[s])
-      streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s))
+      streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
+                                   tokenizer=tokenizer))
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':

@@ -65,7 +65,9 @@ class Bert(nn.Module):
     return self.depth or depth, self.width or width
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, tokens: jnp.ndarray, train: bool = False,
+               return_tokens: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width]."""
     depth, width = self.dims()
     length = tokens.shape[1]
     if length > min(self.max_len, self.max_position):
@@ -86,4 +88,4 @@ class Bert(nn.Module):
     cls = x[:, 0]
     if self.pooler:
       cls = jnp.tanh(nn.Dense(width, dtype=self.dtype, kernel_init=bert_init, name='pooler')(cls))
-    return cls
+    return (cls, x) if return_tokens else cls

@@ -135,7 +135,10 @@ class ClipText(nn.Module):
   pool_last_block: bool = True
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, tokens: jnp.ndarray, train: bool = False,
+               return_tokens: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+    """Projected end-of-text features [n, output_dim]; with `return_tokens` also every
+    position's ln_final output [n, L, width] (the last block then runs on every position)."""
     n, length = tokens.shape
     if length > self.max_len:
       raise ValueError(f'text length {length} exceeds model.text.max_len={self.max_len}')
@@ -145,9 +148,14 @@ class ClipText(nn.Module):
     x = (x + pos[:length]).astype(self.dtype)
     mask = nn.make_causal_mask(tokens)
     eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+    pool = eot if self.pool_last_block and not return_tokens else None
     x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, self.act, self.ln_eps,
-                    name='transformer')(x, mask, train, eot if self.pool_last_block else None)
-    if not self.pool_last_block:
+                    name='transformer')(x, mask, train, pool)
+    ln_final = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_final')
+    if return_tokens:
+      seq = ln_final(x)
+      pooled = jnp.take_along_axis(seq, eot[:, None, None], axis=1)[:, 0]
+      return _project(pooled, self.output_dim, self.dtype), seq
+    if pool is None:
       x = jnp.take_along_axis(x, eot[:, None, None], axis=1)
-    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_final')(x[:, 0])
-    return _project(x, self.output_dim, self.dtype)
+    return _project(ln_final(x[:, 0]), self.output_dim, self.dtype)

@@ -24,7 +24,9 @@ class TextTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, tokens: jnp.ndarray, train: bool = False,
+               return_tokens: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width]."""
     if tokens.shape[1] > self.max_len:
       raise ValueError(f'text length {tokens.shape[1]} exceeds model.text.max_len={self.max_len}')
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
@@ -35,4 +37,4 @@ class TextTransformer(nn.Module):
     mask = nn.make_attention_mask(valid, valid)
     x = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
                 self.dropout, self.dtype, self.remat, name='encoder')(x, mask, train)
-    return x[:, 0]
+    return (x[:, 0], x) if return_tokens else x[:, 0]

@@ -53,7 +53,18 @@ class TwoTower(nn.Module):
 
   def encode_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised image embeddings [n, embed_dim] (float32)."""
-    return l2_normalize(self.image_proj(self.image_tower(images, train=train)))
+    return l2_normalize(self.project_image(images, train))
+
+  def project_image(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Image embeddings before L2 normalisation [n, embed_dim]."""
+    return self.image_proj(self.image_tower(images, train=train))
+
+  def encode_text_and_tokens(self, tokens: jnp.ndarray,
+                             train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(normalised text embeddings [n, embed_dim], the text tower's per-position outputs
+    [n, L, width]) from one pass of the text tower."""
+    pooled, seq = self.text_tower(tokens, train=train, return_tokens=True)
+    return l2_normalize(self.text_proj(pooled)), seq
 
   def encode_text(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised text embeddings [n, embed_dim] (float32)."""

@@ -1,0 +1,59 @@
+"""BriVL / WenLan (Huo et al. 2021): cross-modal MoCo with an EfficientNet image tower and a BERT
+text tower (METHODS.md section 4; vlalign/methods/brivl.py).
+
+get_config(arg): arg is a comma-separated list.
+  (none)  the recipe at paper scale: EfficientNet-B5 (no top) + BERT-Base (the released model
+          uses RoBERTa-base; BERT-Base is the same size), embeddings of 2048, momentum encoders
+          with m = 0.99, queues of K = 9,600 keys (10 global batches of 960), fixed tau = 0.07;
+          needs real data: set config.data.sources and config.data.vocab_file.
+  small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512) with the BriVL
+          objective, so its held-out numbers compare with the plain contrastive demo's; about
+          10 minutes on 2 CPU cores.
+  tiny    seconds-long variant of `small` for the tests.
+Facts marked (unverified) in METHODS.md stay config defaults: batch, image size, optimizer.
+"""
+
+import os
+
+import ml_collections
+
+from vlalign import config_lib
+
+
+def _load(name: str):
+  return config_lib.load_config_module(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), name))
+
+
+def brivl_method(config: ml_collections.ConfigDict, queue_batches: int) -> None:
+  """Sets the BriVL objective: m = 0.99, tau = 0.07 fixed, a queue of `queue_batches` batches."""
+  config.method.update(name='brivl', momentum=0.99, temperature=0.07,
+                       queue_size=queue_batches * config.data.global_batch)
+  # The objective uses method.temperature; the model's own temperature is kept equal and fixed.
+  config.model.temperature_init, config.model.learn_temperature = 0.07, False
+
+
+def paper_config() -> ml_collections.ConfigDict:
+  """EfficientNet-B5 + BERT-Base towers, 2048-d embeddings, K = 9,600."""
+  config = _load('align_b7.py').align_config('b5', 'base')
+  config.total_steps = 200_000  # (unverified)
+  d = config.data
+  d.global_batch = 960  # (unverified) K = 9,600 is 10 global batches
+  d.image_size, d.resize_size = 380, 416  # (unverified)
+  m = config.model
+  m.embed_dim = 2048
+  m.image_projection, m.text_projection = 'linear_bias', 'linear_bias'
+  config.optimizer.update(name='adamw', lr=1e-4, warmup_steps=2_000, decay='cosine',
+                          weight_decay=1e-5, b1=0.9, b2=0.98, eps=1e-6, grad_clip=1.0)
+  brivl_method(config, queue_batches=10)
+  return config
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """BriVL at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
+  args = set(filter(None, (arg or '').split(',')))
+  if args & {'small', 'tiny'}:
+    config = _load('demo.py').get_config('tiny' if 'tiny' in args else '')
+    brivl_method(config, queue_batches=8 if 'small' in args and 'tiny' not in args else 3)
+    return config
+  return paper_config()
