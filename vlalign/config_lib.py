@@ -159,6 +159,10 @@ def base_config() -> ml_collections.ConfigDict:
       # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
       # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision.
       'method': _method_defaults(),
+      # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
+      # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
+      # activation memory (1: off).
+      'grad_accum': {'micro_batches': 1},
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
       # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
@@ -288,6 +292,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}.source: {e}') from e
   for name in config.evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))
+  g = config.grad_accum.micro_batches
+  _check(isinstance(g, int) and g >= 1, 'grad_accum.micro_batches',
+         f'must be an int >= 1, got {g!r}')
+  _check(g == 1 or config.method.name == 'clip', 'grad_accum.micro_batches',
+         f'decoupled accumulation works with method "clip" (the config.loss objective), not '
+         f'{config.method.name!r}')
+  _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
+         f'{g} does not divide data.global_batch={d.global_batch}')
   _validate_views(d.views)
   _validate_method(config)
 

@@ -21,6 +21,7 @@ from vlalign.data.embedded import generator
 from vlalign.data.text import WordpieceTokenizer
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
+from vlalign.methods import zerovl
 from vlalign.methods import get_method
 from vlalign.models import two_tower
 
@@ -110,11 +111,23 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
       losses = {**losses, 'loss': loss}
     return loss, (losses, logit_params, model_state, extra)
 
+  micro = config.grad_accum.micro_batches
+  decoupled = zerovl.make_value_and_grad(config, model, mesh) if micro > 1 else None
+
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (losses, logit_params, model_state, extra)), grads = grad_fn(
-        state.params, state.model_state, state.extra, batch, rng, state.step)
+    if decoupled is None:
+      grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+      (loss, (losses, logit_params, model_state, extra)), grads = grad_fn(
+          state.params, state.model_state, state.extra, batch, rng, state.step)
+    else:  # ZeroVL's two-pass accumulation over `micro` micro-batches (methods/zerovl.py)
+      (loss, (losses, logit_params, model_state, extra)), grads = decoupled(
+          state.params, state.model_state, state.extra, batch, rng)
+      if nan_steps:
+        bad = jnp.isin(state.step + 1, jnp.asarray(nan_steps, jnp.int32))
+        factor = jnp.where(bad, jnp.nan, 1.0)
+        loss, grads = loss * factor, jax.tree.map(lambda g: g * factor, grads)
+        losses = {**losses, 'loss': loss}
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -345,6 +358,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   mesh = parallel.make_mesh(config.mesh)
   parallel.check_batch(config.data.global_batch, mesh, config.batch_axes)
+  per_shard = config.data.global_batch // zerovl.batch_shards(mesh, config.batch_axes)
+  if per_shard % config.grad_accum.micro_batches:
+    raise config_lib.ConfigError(
+        f'config.grad_accum.micro_batches: {config.grad_accum.micro_batches} does not divide '
+        f'the {per_shard} rows each batch shard holds (data.global_batch / batch shards)')
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
