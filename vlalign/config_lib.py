@@ -163,6 +163,9 @@ def base_config() -> ml_collections.ConfigDict:
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
       # activation memory (1: off).
       'grad_accum': {'micro_batches': 1},
+      # ZeroVL's coin-flipping mixup (methods/zerovl.py): lambda ~ Beta(beta, beta) per step,
+      # a coin picks pixel-space image mixing or projected-text mixing.
+      'mixup': {'enabled': False, 'beta': 0.1},
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
       # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
@@ -298,6 +301,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(g == 1 or config.method.name == 'clip', 'grad_accum.micro_batches',
          f'decoupled accumulation works with method "clip" (the config.loss objective), not '
          f'{config.method.name!r}')
+  _check(not config.mixup.enabled or config.method.name == 'clip', 'mixup.enabled',
+         f'mixup works with method "clip" (the config.loss objective), not '
+         f'{config.method.name!r}')
+  _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
          f'{g} does not divide data.global_batch={d.global_batch}')
   _validate_views(d.views)

@@ -101,6 +101,8 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   # A method's objective has the same signature: (params, model_state, extra, batch, rng) ->
   # (loss, (losses, logit params, new model_state, new extra)).
   objective = clip_objective if method is None else method.make_objective(config, model, mesh)
+  if config.mixup.enabled:  # ZeroVL's coin-flipping mixup on the contrastive objective
+    objective = zerovl.make_objective(config, model, mesh)
 
   def loss_fn(params, model_state, extra, batch, rng, step):
     loss, (losses, logit_params, model_state, extra) = objective(params, model_state, extra,

@@ -1,6 +1,7 @@
-"""ZeroVL's decoupled gradient accumulation: the K = 4 micro-batch gradient equals the
-full-batch gradient on 8 fake devices (softmax and sigmoid losses), the accumulated step's
-compiled temporary memory is below the full-batch step's, and main trains with it."""
+"""ZeroVL: decoupled gradient accumulation (the K = 4 micro-batch gradient equals the full-batch
+gradient on 8 fake devices, softmax and sigmoid, with and without mixup; less compiled
+temporary memory) and coin-flipping mixup (soft targets against NumPy, lambda = 1 is the plain
+loss); both through main."""
 
 import json
 import os
@@ -31,16 +32,30 @@ def test_decoupled_gradient_equals_the_full_batch_gradient(checks, loss):
   assert r['loss_diff'] <= 1e-5 * abs(r['loss'])
 
 
+@pytest.mark.parametrize('side', ['heads', 'tails'])
+def test_decoupled_gradient_with_mixup_equals_the_one_pass_gradient(checks, side):
+  r = checks['mixup'][side]
+  assert r['rel_grad_err'] <= 1e-5 and r['loss_diff'] <= 1e-5 * r['loss']
+  assert r['logged_lambda'] == r['lambda']
+
+
+def test_mixup_soft_targets_against_numpy_and_lambda_one_is_the_plain_loss(checks):
+  assert checks['mixup']['numpy_rel_err']['heads'] <= 1e-5
+  assert checks['mixup']['numpy_rel_err']['tails'] <= 1e-5
+  assert checks['mixup']['lambda1_diff'] == 0.0
+
+
 def test_accumulated_step_needs_less_temporary_memory(checks):
   m = checks['memory']
   assert m['temp_bytes_k8'] < 0.6 * m['temp_bytes_k1'], m
 
 
-def test_main_trains_with_micro_batches(tmp_path, cache):
+def test_main_trains_with_mixup_and_micro_batches(tmp_path, cache):
   def run(workdir, micro):
     proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
                            f'--workdir={workdir}', '--config.total_steps=3',
                            '--config.log_every=1', '--config.evals.heldout=False',
+                           '--config.mixup.enabled=True',
                            f'--config.grad_accum.micro_batches={micro}'], cwd=ROOT,
                           env=dict(os.environ, JAX_PLATFORMS='cpu', VLALIGN_DATA_DIR=str(cache)),
                           capture_output=True, text=True, timeout=300)
@@ -48,7 +63,8 @@ def test_main_trains_with_micro_batches(tmp_path, cache):
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       return {r['step']: r for r in map(json.loads, f) if 'train/loss' in r}
   plain, accum = run(tmp_path / 'k1', 1), run(tmp_path / 'k4', 4)
-  # The same data and parameters at step 1: the same loss and gradient norm.
+  # The same data, parameters and mixup draw at step 1: the same loss and gradient norm.
+  assert accum[1]['train/mixup/lambda'] == plain[1]['train/mixup/lambda']
   np.testing.assert_allclose(accum[1]['train/loss'], plain[1]['train/loss'], rtol=1e-5)
   np.testing.assert_allclose(accum[1]['train/grad_norm'], plain[1]['train/grad_norm'], rtol=1e-4)
   assert np.isfinite(accum[3]['train/loss'])

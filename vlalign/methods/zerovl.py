@@ -1,6 +1,16 @@
-"""ZeroVL's decoupled gradient accumulation (Cui et al. 2022; METHODS.md section 2): the
-contrastive gradient of a global batch of K micro-batches with the memory of one micro-batch,
-equal to the full-batch gradient.
+"""ZeroVL (Cui et al. 2022; METHODS.md section 2): coin-flipping mixup and decoupled gradient
+accumulation, for the contrastive objective of config.loss (debiased sampling is the data
+layer's `data.mixing: debiased`).
+
+Coin-flipping mixup (config.mixup.enabled, beta): per step lambda ~ Beta(beta, beta) and a fair
+coin from the step's key; heads mixes each image with its partner pi(i) (the reverse order
+within each device's rows) in pixel space, tails mixes the projected text embeddings before
+normalisation; either way the loss is lambda L(x, y) + (1 - lambda) L(x, y_pi): the soft target
+lambda at the own column and 1 - lambda at the partner's global column, in both directions (the
+cross-entropy is linear in its target, and L(x, y_pi)'s text-to-image rows are the partners').
+
+Decoupled gradient accumulation: the contrastive gradient of a global batch of K micro-batches
+with the memory of one micro-batch, equal to the full-batch gradient.
 
 The loss couples every pair in the batch, so plain accumulation (a loss per micro-batch) would
 change the objective. The two-pass scheme keeps it:
@@ -16,9 +26,9 @@ micro-batch's. The cost is one extra forward pass per step (about a third more c
 Micro-batch k takes the k-th contiguous block of every device's rows, so each micro-batch is
 sharded over the devices like the batch and no rows move between devices.
 
-config.grad_accum.micro_batches = K (1: off). Works with the contrastive losses of config.loss
-(softmax or sigmoid, gather or blockwise) on towers without batch norm (batch statistics of a
-micro-batch are not those of the batch).
+config.grad_accum.micro_batches = K (1: off). Works with mixup and the contrastive losses of
+config.loss (softmax or sigmoid, gather or blockwise) on towers without batch norm (batch
+statistics of a micro-batch are not those of the batch).
 """
 
 import math
@@ -30,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vlalign.losses import api as losses_api
+from vlalign.models import two_tower
 
 
 def batch_shards(mesh: Mesh, batch_axes) -> int:
@@ -53,60 +64,143 @@ def merge_micro(y: jnp.ndarray, shards: int, mesh: Mesh, batch_axes) -> jnp.ndar
   return jax.lax.with_sharding_constraint(z, NamedSharding(mesh, P(tuple(batch_axes))))
 
 
+MIXUP_SALT = 0x5A17
+
+
+def mixup_draw(rng: jnp.ndarray, beta: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(lambda ~ Beta(beta, beta), heads ~ fair coin) of a step, from the step's key."""
+  k_lam, k_coin = jax.random.split(jax.random.fold_in(rng, MIXUP_SALT))
+  return jax.random.beta(k_lam, beta, beta), jax.random.bernoulli(k_coin, 0.5)
+
+
+def flip_within_shards(x: jnp.ndarray, shards: int, mesh: Mesh, batch_axes) -> jnp.ndarray:
+  """Rows in reverse order within each shard's block (ZeroVL's partner pi(i) = b - 1 - i)."""
+  y = x.reshape((shards, x.shape[0] // shards) + x.shape[1:])[:, ::-1]
+  return jax.lax.with_sharding_constraint(y.reshape(x.shape),
+                                          NamedSharding(mesh, P(tuple(batch_axes))))
+
+
+class Parts:
+  """The objective split where ZeroVL needs it: per-example embedding (towers, projections;
+  images mixed before it) and the whole-batch head (text mixup between projection and
+  normalisation, then the loss with mixup's soft targets)."""
+
+  def __init__(self, config, model, mesh: Mesh):
+    self.config, self.model, self.mesh = config, model, mesh
+    self.axes = tuple(config.batch_axes)
+    self.shards = batch_shards(mesh, self.axes)
+    self.has_bias = config.model.bias_init is not None
+    self.mixup = config.mixup.enabled
+
+  def draw(self, rng):
+    if not self.mixup:
+      return jnp.float32(1.0), jnp.bool_(True)
+    return mixup_draw(rng, self.config.mixup.beta)
+
+  def flip(self, x):
+    return flip_within_shards(x, self.shards, self.mesh, self.axes)
+
+  def mix_images(self, images, lam, heads):
+    """Heads: pixel-space mixup with the partner; tails: the images as they are."""
+    if not self.mixup:
+      return images
+    mixed = lam * images + (1.0 - lam) * self.flip(images)
+    return jnp.where(heads, mixed, images)
+
+  def embed(self, params, model_state, images, tokens, rng, mutable: bool = False):
+    """(normalised image embeddings, projected text before normalisation, scale, bias[,
+    new model_state])."""
+    variables = {'params': params, **model_state}
+    kwargs = dict(train=True, rngs={'dropout': rng}, method='embed_parts')
+    if mutable:
+      out, model_state = self.model.apply(variables, images, tokens,
+                                          mutable=list(model_state), **kwargs)
+    else:
+      out = self.model.apply(variables, images, tokens, **kwargs)
+    bias = out['bias'] if self.has_bias else jnp.zeros((), jnp.float32)
+    parts = (out['image'], out['text_projected'], out['scale'], bias)
+    return parts + (model_state,) if mutable else parts
+
+  def head(self, x, t, scale, bias, lam, heads):
+    """(loss, losses): tails mixes the projected texts; both coin sides train with soft targets
+    lambda at the own column and 1 - lambda at the partner's (lambda = 1: the plain loss)."""
+    if self.mixup:
+      t = jnp.where(heads, t, lam * t + (1.0 - lam) * self.flip(t))
+    y = two_tower.l2_normalize(t)
+    out = {'image': x, 'text': y, 'scale': scale}
+    if self.has_bias:
+      out['bias'] = bias
+    losses = losses_api.compute(self.config.loss, out, self.mesh, self.axes)
+    if self.mixup:
+      partner = losses_api.compute(self.config.loss, {**out, 'text': self.flip(y)}, self.mesh,
+                                   self.axes)
+      losses = {k: (lam * v + (1.0 - lam) * partner[k] if k.startswith('loss') else v)
+                for k, v in losses.items()}
+      losses['mixup/lambda'] = jnp.asarray(lam, jnp.float32)
+      losses['mixup/heads'] = jnp.asarray(heads, jnp.float32)
+    return losses['loss'], losses
+
+  def logit_params(self, scale, bias):
+    return {'scale': scale, 'bias': bias} if self.has_bias else {'scale': scale}
+
+
+def make_objective(config, model, mesh: Mesh) -> Callable:
+  """The plain (one-pass) objective with coin-flipping mixup: (params, model_state, extra,
+  batch, rng) -> (loss, (losses, logit params, model_state, extra))."""
+  parts = Parts(config, model, mesh)
+
+  def objective(params, model_state, extra, batch, rng):
+    lam, heads = parts.draw(rng)
+    images = parts.mix_images(batch['image'], lam, heads)
+    x, t, scale, bias, model_state = parts.embed(params, model_state, images, batch['tokens'],
+                                                 rng, mutable=True)
+    loss, losses = parts.head(x, t, scale, bias, lam, heads)
+    return loss, (losses, parts.logit_params(scale, bias), model_state, extra)
+
+  return objective
+
+
 def make_value_and_grad(config, model, mesh: Mesh) -> Callable:
   """(params, model_state, extra, batch, rng) -> ((loss, (losses, logit_params, model_state,
-  extra)), grads), like jax.value_and_grad of the plain objective, computed in
-  config.grad_accum.micro_batches micro-batches with the two-pass scheme."""
+  extra)), grads), like jax.value_and_grad of make_objective's objective, computed in
+  config.grad_accum.micro_batches micro-batches with the two-pass scheme (mixup included:
+  images are mixed before the split, texts in the whole-batch head)."""
   k = config.grad_accum.micro_batches
-  axes = tuple(config.batch_axes)
-  shards = batch_shards(mesh, axes)
-  has_bias = config.model.bias_init is not None
-
-  def embed(params, model_state, images, tokens, rng):
-    out = model.apply({'params': params, **model_state}, images, tokens, train=True,
-                      rngs={'dropout': rng})
-    return (out['image'], out['text'], out['scale'],
-            out['bias'] if has_bias else jnp.zeros((), jnp.float32))
-
-  def loss_of(x, y, scale, bias):
-    out = {'image': x, 'text': y, 'scale': scale}
-    if has_bias:
-      out['bias'] = bias
-    losses = losses_api.compute(config.loss, out, mesh, axes)
-    return losses['loss'], losses
+  parts = Parts(config, model, mesh)
+  axes, shards = parts.axes, parts.shards
 
   def value_and_grad(params, model_state, extra, batch, rng) -> tuple[tuple[Any, Any], Any]:
     if jax.tree.leaves(model_state):
       raise ValueError('config.grad_accum.micro_batches > 1 needs towers without batch norm: '
                        'a micro-batch\'s statistics are not the batch\'s')
-    micro = {name: split_micro(batch[name], k, shards, mesh, axes)
-             for name in ('image', 'tokens')}
+    lam, heads = parts.draw(rng)
+    images = parts.mix_images(batch['image'], lam, heads)
+    micro = {'image': split_micro(images, k, shards, mesh, axes),
+             'tokens': split_micro(batch['tokens'], k, shards, mesh, axes)}
     keys = jax.vmap(lambda j: jax.random.fold_in(rng, j))(jnp.arange(k))
 
     def forward(_, inp):
       key, mb = inp
-      x, y, scale, bias = embed(params, model_state, mb['image'], mb['tokens'], key)
-      return None, (x, y, scale, bias)
+      return None, parts.embed(params, model_state, mb['image'], mb['tokens'], key)
 
-    _, (xs, ys, scales, biases) = jax.lax.scan(forward, None, (keys, micro))
-    x, y = merge_micro(xs, shards, mesh, axes), merge_micro(ys, shards, mesh, axes)
+    _, (xs, ts, scales, biases) = jax.lax.scan(forward, None, (keys, micro))
+    x, t = merge_micro(xs, shards, mesh, axes), merge_micro(ts, shards, mesh, axes)
     scale, bias = scales[0], biases[0]
-    (loss, losses), (gx, gy, gs, gb) = jax.value_and_grad(
-        loss_of, argnums=(0, 1, 2, 3), has_aux=True)(x, y, scale, bias)
+    (loss, losses), (gx, gt, gs, gb) = jax.value_and_grad(
+        lambda *a: parts.head(*a, lam, heads), argnums=(0, 1, 2, 3), has_aux=True)(
+            x, t, scale, bias)
     gxs = split_micro(gx, k, shards, mesh, axes)
-    gys = split_micro(gy, k, shards, mesh, axes)
+    gts = split_micro(gt, k, shards, mesh, axes)
 
     def backward(acc, inp):
-      key, mb, gxk, gyk = inp
-      _, vjp = jax.vjp(lambda p: embed(p, model_state, mb['image'], mb['tokens'], key), params)
-      (grads,) = vjp((gxk, gyk, gs / k, gb / k))
+      key, mb, gxk, gtk = inp
+      _, vjp = jax.vjp(lambda p: parts.embed(p, model_state, mb['image'], mb['tokens'], key),
+                       params)
+      (grads,) = vjp((gxk, gtk, gs / k, gb / k))
       return jax.tree.map(jnp.add, acc, grads), None
 
     grads, _ = jax.lax.scan(backward, jax.tree.map(jnp.zeros_like, params),
-                            (keys, micro, gxs, gys))
-    logit_params = {'scale': scale}
-    if has_bias:
-      logit_params['bias'] = bias
-    return (loss, (losses, logit_params, model_state, extra)), grads
+                            (keys, micro, gxs, gts))
+    return (loss, (losses, parts.logit_params(scale, bias), model_state, extra)), grads
 
   return value_and_grad

@@ -68,7 +68,20 @@ class TwoTower(nn.Module):
 
   def encode_text(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     """Normalised text embeddings [n, embed_dim] (float32)."""
-    return l2_normalize(self.text_proj(self.text_tower(tokens, train=train)))
+    return l2_normalize(self.project_text(tokens, train))
+
+  def project_text(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Text embeddings before L2 normalisation [n, embed_dim]."""
+    return self.text_proj(self.text_tower(tokens, train=train))
+
+  def embed_parts(self, images, tokens, train: bool = False) -> dict[str, jnp.ndarray]:
+    """Like __call__ but with the text embeddings before normalisation ('text_projected'), for
+    objectives that act between projection and normalisation (ZeroVL's text mixup)."""
+    out = {'image': self.encode_image(images, train),
+           'text_projected': self.project_text(tokens, train), 'scale': self.logit_scale()}
+    if self.bias_init is not None:
+      out['bias'] = self.logit_bias.astype(jnp.float32)
+    return out
 
   def logit_scale(self) -> jnp.ndarray:
     """s = 1 / temperature (float32); constant when the temperature is not learned."""
