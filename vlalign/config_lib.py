@@ -36,6 +36,9 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'tfds_data_dir': '',
       # WordPiece vocabulary file; '' uses the embedded dataset's (learned from its captions).
       'vocab_file': '',
+      # ZeroVL's text augmentation: each word piece selected with this probability is masked
+      # (1/2), replaced by a random piece (1/10) or deleted (data/views.py; 0: off, ZeroVL 0.2).
+      'zerovl_text_aug': 0.0,
       # Captions longer than this (bytes) are skipped as text_too_long.
       'max_text_bytes': 4096,
       # ALIGN-style filters (data/filters.py); 0 turns a rule off.
@@ -226,6 +229,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(not d.weights or (len(d.weights) == len(d.sources) and min(d.weights) > 0),
          'data.weights', f'{tuple(d.weights)} must be empty or one positive weight per source')
   _check(d.max_text_bytes > 0, 'data.max_text_bytes', 'must be positive')
+  _check(0 <= d.zerovl_text_aug < 1, 'data.zerovl_text_aug',
+         f'is a probability in [0, 1), got {d.zerovl_text_aug!r}')
   f = d.filters
   for name in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
                'max_shared_text', 'min_unigram_count'):

@@ -139,11 +139,20 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
   return ds.ignore_errors()  # an image whose body does not decode: counted from the gap
 
 
-def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer) -> tf.data.Dataset:
-  """Batches with 'text' replaced by its WordPiece 'tokens'."""
+def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer, *, seed: int = 0,
+                     zerovl_text_aug: float = 0.0) -> tf.data.Dataset:
+  """Batches with 'text' replaced by its WordPiece 'tokens' (with ZeroVL's text augmentation
+  when zerovl_text_aug > 0, keyed on the seed and the batch's first record)."""
   def tokenize(batch):
     batch = dict(batch)
-    batch['tokens'] = tokenizer.tokenize(batch.pop('text'))
+    tokens = tokenizer.tokenize(batch.pop('text'))
+    if zerovl_text_aug > 0:
+      key = tf.stack([tf.cast(seed, tf.int64) * 7 + tf.cast(batch['source'][0], tf.int64),
+                      batch['index'][0]])
+      tokens = views.zerovl_text_augment(tokens, key, prob=zerovl_text_aug,
+                                         vocab_size=tokenizer.vocab_size,
+                                         mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    batch['tokens'] = tokens
     return batch
   return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -240,7 +249,7 @@ class TrainIterator:
       batched = [s.batch(per_host, drop_remainder=True) for s in streams]
       ds = tf.data.Dataset.choose_from_datasets(
           batched, _draws(mixture_weights(srcs, data_cfg), seed, self._batches))
-    ds = tokenize_batches(ds, tokenizer)
+    ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug)
     self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

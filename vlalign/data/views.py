@@ -191,3 +191,22 @@ def extra_views(view_cfg, image_uint8: tf.Tensor, text: tf.Tensor, key: tf.Tenso
     table = table or SynonymTable(load_synonyms())
     out['tokens_eda'] = tokenizer.tokenize(eda(text, key, alpha=view_cfg.eda_alpha, table=table))
   return out
+
+
+def zerovl_text_augment(tokens: tf.Tensor, key: tf.Tensor, *, prob: float, vocab_size: int,
+                        mask_id: int, pad_id: int = 0,
+                        first_regular: int = len(RESERVED)) -> tf.Tensor:
+  """ZeroVL's text augmentation of a batch of token rows [N, L] (config.data.zerovl_text_aug =
+  prob): each word piece (not a special token) is selected with `prob`; of the selected, half
+  become [MASK], a tenth a random piece and the rest are deleted (the row closes up and is
+  padded again). `key` is a stateless seed [2] for the whole batch."""
+  k = _keys(key, 104, 3)
+  shape = tf.shape(tokens)
+  selected = (tokens >= first_regular) & (tf.random.stateless_uniform(shape, seed=k[0]) < prob)
+  action = tf.random.stateless_uniform(shape, seed=k[1])
+  random_ids = tf.random.stateless_uniform(shape, seed=k[2], minval=first_regular,
+                                           maxval=vocab_size, dtype=tf.int32)
+  out = tf.where(selected & (action < 0.5), tf.fill(shape, mask_id),
+                 tf.where(selected & (action < 0.6), random_ids, tokens))
+  keep = ~(selected & (action >= 0.6))
+  return tf.ragged.boolean_mask(out, keep).to_tensor(default_value=pad_id, shape=shape)
