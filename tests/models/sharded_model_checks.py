@@ -24,7 +24,7 @@ VOCAB, LEN, SIZE, BATCH = 60, 8, 32, 16
 def tiny_align_config(compute_dtype: str = 'float32') -> ml_collections.ConfigDict:
   """align_b7's recipe on a tiny EfficientNet + BERT, with dropout and stochastic depth on."""
   config = load_config('align_b7')
-  config.data.update(source='embedded', global_batch=BATCH, image_size=SIZE, resize_size=SIZE,
+  config.data.update(sources=('embedded',), global_batch=BATCH, image_size=SIZE, resize_size=SIZE,
                      max_len=LEN)
   config.model.image.update(variant='b0', width_coefficient=0.25, depth_coefficient=0.25,
                             drop_path_rate=0.2)
