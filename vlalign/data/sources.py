@@ -79,7 +79,10 @@ def resolve(spec: str, data_cfg, embedded: dict | None = None) -> Source:
     files = sorted(f for n in names for f in list_files(embedded['train'][n]))
     return Source(spec, kind, files=files, size=sum(sizes[n] for n in names))
   if kind in ('tfrecord', 'wds'):
-    return Source(spec, kind, files=list_files(arg))
+    try:
+      return Source(spec, kind, files=list_files(arg))
+    except DataError as e:
+      raise DataError(f'config.data.sources: {spec!r}: {e}') from None
   name, _, split = arg.rpartition(':')
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir or None)
