@@ -73,6 +73,10 @@ def demo_config(arg: str) -> ml_collections.ConfigDict:
   tiny = 'tiny' in arg.split(',')
   config = _load('demo.py').get_config('tiny' if tiny else '')
   declip_method(config, bank_batches=3 if tiny else 8)
+  # SimSiam heads scaled with the embedding (the paper's 1024 / 512 go with 512-d embeddings):
+  # 2 x embed_dim wide, predictor bottleneck half of that.
+  config.method.update(projector_dim=2 * config.model.embed_dim,
+                       predictor_dim=config.model.embed_dim)
   # The embedded data's captions are about colour: keep the second view's colours (no jitter,
   # no grayscale); crops, flips and blur still differ from the first view.
   config.data.views.update(crop_scale=(0.35, 1.0), color_jitter=0.0, grayscale=0.0, blur=0.5)

@@ -205,3 +205,17 @@ def _bad(name, field, value, match):
   node[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(config)
+
+
+def test_declip_vit_b32_has_the_clip_towers():
+  import jax
+  import jax.numpy as jnp
+  from vlalign.models import two_tower
+  config = load_config('declip_vit_b32')
+  model = two_tower.build_model(config.model, config.model.vocab_size, config.data.max_len)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
+                          jax.ShapeDtypeStruct((1, 77), jnp.int32))['params']
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  assert count(shapes['image_tower']) == 87_849_216  # METHODS.md oracles
+  assert count(shapes['text_tower']) == 63_428_096
