@@ -17,3 +17,16 @@ def small_dataset(tmp_path_factory):
   return generator.ensure_dataset(str(tmp_path_factory.mktemp('embedded')), seed=0,
                                   train_sizes={'studio': 300, 'sketch': 200}, heldout_size=120,
                                   noise_fraction=0.25, num_shards=4, vocab_size=300)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+  """One persistent XLA compilation cache for every `vlalign.main` (and other) subprocess of the
+  session: the tests start the same tiny configs many times (resume, SIGKILL, SIGTERM, damaged
+  checkpoints ...), and a cache hit returns the identical executable, so results do not change,
+  only the compile time goes. Subprocesses inherit it through os.environ."""
+  path = tmp_path_factory.mktemp('jax_cache')
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv('JAX_COMPILATION_CACHE_DIR', str(path))
+    mp.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
+    yield path
