@@ -93,7 +93,9 @@ def _unit(a):
 def test_hier_loss_matches_numpy():
   rng = np.random.RandomState(1)
   img, txt = rng.randn(6, 3, 5).astype(np.float32), rng.randn(6, 3, 5).astype(np.float32)
-  got = [float(v) for v in vicha.hier_losses(img, txt, jnp.float32(4.0), _mesh1())]
+  mesh = _mesh1()
+  got = jax.jit(lambda a, b: jnp.stack(vicha.hier_losses(a, b, jnp.float32(4.0), mesh)))(img, txt)
+  got = np.asarray(got).tolist()
   np.testing.assert_allclose(got, np_hier(img, txt, 4.0), rtol=1e-5)
 
 
@@ -102,8 +104,9 @@ def test_distill_loss_and_gradient_match_numpy(alpha):
   rng = np.random.RandomState(2)
   q, qm, k = (_unit(rng.randn(6, 5)) for _ in range(3))
   queue = _unit(rng.randn(12, 5))
-  fn = lambda x: vicha.distill_loss(x, qm, k, queue, jnp.float32(7.0), alpha, _mesh1())
-  loss, grad = jax.value_and_grad(fn)(q)
+  mesh = _mesh1()
+  fn = lambda x: vicha.distill_loss(x, qm, k, queue, jnp.float32(7.0), alpha, mesh)
+  loss, grad = jax.jit(jax.value_and_grad(fn))(q)
   want, want_grad = np_distill(q, qm, k, queue, 7.0, alpha)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-4, atol=1e-6)
@@ -122,7 +125,8 @@ def test_mim_loss_and_gradient_match_numpy():
   keep = np.asarray(vicha.random_keep(jax.random.PRNGKey(0), 3, 6, 2))
   assert keep.shape == (3, 2) and all(len(set(r)) == 2 for r in keep.tolist())
   assert (np.diff(keep, axis=1) > 0).all() and keep.max() < 6
-  loss, grad = jax.value_and_grad(vicha.mim_loss)(pred, images, keep, 4)
+  fn = jax.jit(jax.value_and_grad(vicha.mim_loss), static_argnums=3)
+  loss, grad = fn(pred, images, keep, 4)
   want, want_grad = np_mim(pred, images, keep, 4)
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-4, atol=1e-7)
@@ -133,24 +137,31 @@ def test_mim_loss_and_gradient_match_numpy():
 def test_vit_options_add_no_parameters_and_agree():
   vit = ViT(patch=4, width=16, depth=3, num_heads=2)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
-  params = vit.init(jax.random.PRNGKey(1), x)
-  pooled = vit.apply(params, x)
-  full, aux = vit.apply(params, x, return_levels=True)
-  np.testing.assert_allclose(full, pooled, atol=1e-6)
-  assert aux['levels'].shape == (2, 3, 16)
-  np.testing.assert_allclose(aux['levels'][:, -1], pooled, atol=1e-5)  # final norm of last CLS
-  kept = vit.apply(params, x, keep=jnp.tile(jnp.arange(4), (2, 1)))
-  np.testing.assert_allclose(kept, pooled, atol=1e-5)
-  part = vit.apply(params, x, keep=jnp.asarray([[0, 2], [1, 3]]))
-  assert np.abs(np.asarray(part) - np.asarray(pooled)).max() > 1e-3
   extra = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 16))
-  hidden = vit.apply(params, x, extra_tokens=extra, extra_valid=jnp.zeros((2, 3), bool))
-  np.testing.assert_allclose(hidden, pooled, atol=1e-5)  # masked-out extra tokens: no effect
-  seen = vit.apply(params, x, extra_tokens=extra, extra_valid=jnp.ones((2, 3), bool))
-  assert np.abs(np.asarray(seen) - np.asarray(pooled)).max() > 1e-3
-  params2 = vit.init(jax.random.PRNGKey(1), x, return_levels=True,
-                     extra_tokens=extra, extra_valid=jnp.ones((2, 3), bool))
-  assert jax.tree.structure(params2) == jax.tree.structure(params)
+  params = vit.init(jax.random.PRNGKey(1), x)
+
+  @jax.jit
+  def outputs(params):  # one compile for every variant
+    full, aux = vit.apply(params, x, return_levels=True)
+    return {'pooled': vit.apply(params, x), 'full': full, 'levels': aux['levels'],
+            'kept': vit.apply(params, x, keep=jnp.tile(jnp.arange(4), (2, 1))),
+            'part': vit.apply(params, x, keep=jnp.asarray([[0, 2], [1, 3]])),
+            'hidden': vit.apply(params, x, extra_tokens=extra,
+                                extra_valid=jnp.zeros((2, 3), bool)),
+            'seen': vit.apply(params, x, extra_tokens=extra, extra_valid=jnp.ones((2, 3), bool))}
+
+  o = {k: np.asarray(v) for k, v in outputs(params).items()}
+  pooled = o['pooled']
+  np.testing.assert_allclose(o['full'], pooled, atol=1e-6)
+  assert o['levels'].shape == (2, 3, 16)
+  np.testing.assert_allclose(o['levels'][:, -1], pooled, atol=1e-5)  # final norm of last CLS
+  np.testing.assert_allclose(o['kept'], pooled, atol=1e-5)  # keeping every patch: no change
+  assert np.abs(o['part'] - pooled).max() > 1e-3
+  np.testing.assert_allclose(o['hidden'], pooled, atol=1e-5)  # masked-out extra tokens: no effect
+  assert np.abs(o['seen'] - pooled).max() > 1e-3
+  shapes = jax.eval_shape(lambda: vit.init(jax.random.PRNGKey(1), x, return_levels=True,
+                                           extra_tokens=extra))
+  assert jax.tree.structure(shapes) == jax.tree.structure(params)
 
 
 @pytest.mark.parametrize('tower', [
@@ -159,8 +170,9 @@ def test_vit_options_add_no_parameters_and_agree():
 def test_text_towers_return_levels(tower):
   tokens = jnp.asarray([[2, 7, 9, 3, 0, 0], [2, 5, 3, 0, 0, 0]])
   params = tower.init(jax.random.PRNGKey(0), tokens)
-  cls, levels = tower.apply(params, tokens, return_levels=True)
-  np.testing.assert_allclose(cls, tower.apply(params, tokens), atol=1e-6)
+  both = jax.jit(lambda p: (tower.apply(p, tokens, return_levels=True), tower.apply(p, tokens)))
+  (cls, levels), plain = both(params)
+  np.testing.assert_allclose(cls, plain, atol=1e-6)
   assert levels.shape == (2, 2, 16)
   np.testing.assert_allclose(levels[:, -1], cls, atol=1e-5)
   assert np.abs(np.asarray(levels[:, 0]) - np.asarray(cls)).max() > 1e-3
@@ -286,15 +298,45 @@ def _finish(proc, timeout=600):
   return out, err
 
 
+def _write_train_concepts(cache, path):
+  """A concepts file for every training id of the tiny embedded data (top 15 of a fixed word
+  list, in an order that depends on the id), so the ViCHA runs need not wait for the tool."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vlalign import train  # pylint: disable=g-import-not-at-top
+  config = load_config('vicha_vit_b16', 'tiny')
+  config.data.cache_dir = str(cache)
+  ids = []
+  for src in train.prepare_data(config)['sources']:
+    for rec in tf.data.TFRecordDataset(src.files):
+      ex = tf.io.parse_single_example(rec, {'id': tf.io.FixedLenFeature([], tf.string)})
+      ids.append(ex['id'].numpy().decode())
+  words = ['red', 'green', 'blue', 'yellow', 'purple', 'orange', 'pink', 'cyan', 'circle',
+           'square', 'triangle', 'diamond', 'star', 'large', 'small', 'medium', 'left']
+  with open(path, 'w') as f:
+    for n, uid in enumerate(ids):
+      order = np.random.RandomState(n).permutation(len(words))[:15]
+      f.write(json.dumps({'id': uid, 'concepts': [words[j] for j in order]}) + '\n')
+  return ids
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, cache):
-  """8-device checks; a 2-step tiny demo teacher -> concepts tool -> ViCHA tiny through main
-  (stopped at 3 then resumed, and straight)."""
+  """Together: the 8-device checks; a 2-step tiny demo teacher -> the concepts tool; ViCHA tiny
+  through main stopped at step 3. Then, with its compiled step cached: the resumed run and a
+  straight one."""
   tmp = tmp_path_factory.mktemp('vicha')
   jax_cache = tmp / 'jax_cache'
   check = _start([sys.executable, '-m', 'tests.methods.vicha_checks'],
                  _env(cache, jax_cache, devices=8))
   env = _env(cache, jax_cache)
+  train_concepts = tmp / 'train_concepts.jsonl'
+  ids = _write_train_concepts(cache, train_concepts)  # also writes the embedded data, once
+  cfg = os.path.join(ROOT, 'configs', 'vicha_vit_b16.py:tiny')
+  main = lambda wd, *extra: [*MAIN, f'--config={cfg}', f'--workdir={wd}',
+                             f'--config.method.concepts_file={train_concepts}',
+                             '--config.evals.heldout=False', *extra]
+  wd = {k: tmp / k for k in ('straight', 'resumed')}
+  stopped = _start(main(wd['resumed'], '--config.stop_at_step=3'), env)
   teacher = tmp / 'teacher'
   demo = os.path.join(ROOT, 'configs', 'demo.py:tiny')
   _finish(_start([*MAIN, f'--config={demo}', f'--workdir={teacher}', '--config.total_steps=2',
@@ -303,17 +345,13 @@ def runs(tmp_path_factory, cache):
   _, tool_err = _finish(_start([sys.executable, '-m', 'vlalign.tools.concepts', f'--config={demo}',
                                 f'--workdir={teacher}', f'--output={output}',
                                 '--save_embeddings'], env))
-  cfg = os.path.join(ROOT, 'configs', 'vicha_vit_b16.py:tiny')
-  main = lambda wd, *extra: [*MAIN, f'--config={cfg}', f'--workdir={wd}',
-                             f'--config.method.concepts_file={output}', *extra]
-  wd = {k: tmp / k for k in ('straight', 'resumed')}
-  _finish(_start(main(wd['resumed'], '--config.stop_at_step=3'), env))
+  _finish(stopped)
   procs = {'straight': _start(main(wd['straight']), env),
            'resumed': _start(main(wd['resumed']), env)}
   logs = {name: _finish(p)[1] for name, p in procs.items()}
   out, _ = _finish(check)
   return {'workdirs': wd, 'logs': logs, 'concepts': output, 'tool_log': tool_err,
-          'checks': json.loads(out.strip().splitlines()[-1])}
+          'train_ids': ids, 'checks': json.loads(out.strip().splitlines()[-1])}
 
 
 def test_hier_and_distill_losses_on_8_devices_equal_1_device(runs):
@@ -350,6 +388,8 @@ def test_concepts_tool_ranks_like_brute_force(runs):
                              atol=1e-5)
   assert {'circle', 'square', 'red', 'blue'} <= set(vocab) and 'the' not in vocab
   assert len({tuple(r['concepts']) for r in rows}) > 1  # rankings differ between images
+  # The training pipeline's reader takes the file and finds every training id in it.
+  assert set(concepts_lib.read(str(runs['concepts']))[0]) == set(runs['train_ids'])
 
 
 def _rows(workdir):
@@ -369,8 +409,6 @@ def test_tiny_vicha_trains_through_main(runs):
         me.mim_weight * r['train/loss/mim'], rtol=1e-5)
   assert [r['train/distill_alpha'] for r in rows] == pytest.approx([0.1, 0.3, 0.4])
   assert rows[-1]['train/loss/mim'] < rows[0]['train/loss/mim']
-  with open(os.path.join(runs['workdirs']['straight'], 'eval', 'heldout.json')) as f:
-    assert json.load(f)['step'] == 6
 
 
 def test_tiny_vicha_resumed_equals_straight(runs):
