@@ -96,7 +96,7 @@ def demo_config(arg: str) -> ml_collections.ConfigDict:
     vicha_method(config, levels=((3, 1),), queue_batches=8, ramp_steps=100)
     config.method.decoder.update(width=128, depth=2, num_heads=4)
     config.method.concepts_encoder.update(width=96, depth=2, num_heads=4)
-    config.method.update(concepts_len=12, concepts_file=os.path.join(
+    config.method.update(concepts_len=8, concepts_file=os.path.join(
         config.data.cache_dir, 'vicha', 'demo_concepts.jsonl'))
   return config
 
