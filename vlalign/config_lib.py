@@ -174,7 +174,9 @@ def base_config() -> ml_collections.ConfigDict:
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
       # The training objective's recipe (vlalign/methods/): 'clip' = the contrastive loss of
       # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
-      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision.
+      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision;
+      # 'vicha' = ALBEF-style ITC with momentum distillation + hierarchical alignment + MAE +
+      # visual concept tokens.
       'method': _method_defaults(),
       # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
