@@ -8,6 +8,7 @@ Subprocesses start together in one fixture and share a JAX compilation cache (2 
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -321,9 +322,9 @@ def _write_train_concepts(cache, path):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, cache):
-  """Together: the 8-device checks; a 2-step tiny demo teacher -> the concepts tool; ViCHA tiny
-  through main stopped at step 3. Then, with its compiled step cached: the resumed run and a
-  straight one."""
+  """Together: the 8-device checks and ViCHA tiny through main stopped at step 3. Then, with
+  its compiled step cached: the resumed run, a straight one and the concepts tool with the
+  stopped run's checkpoint as the teacher."""
   tmp = tmp_path_factory.mktemp('vicha')
   jax_cache = tmp / 'jax_cache'
   check = _start([sys.executable, '-m', 'tests.methods.vicha_checks'],
@@ -336,19 +337,17 @@ def runs(tmp_path_factory, cache):
                              f'--config.method.concepts_file={train_concepts}',
                              '--config.evals.heldout=False', *extra]
   wd = {k: tmp / k for k in ('straight', 'resumed')}
-  stopped = _start(main(wd['resumed'], '--config.stop_at_step=3'), env)
-  teacher = tmp / 'teacher'
-  demo = os.path.join(ROOT, 'configs', 'demo.py:tiny')
-  _finish(_start([*MAIN, f'--config={demo}', f'--workdir={teacher}', '--config.total_steps=2',
-                  '--config.evals.heldout=False'], env))
-  output = tmp / 'concepts.jsonl'
-  _, tool_err = _finish(_start([sys.executable, '-m', 'vlalign.tools.concepts', f'--config={demo}',
-                                f'--workdir={teacher}', f'--output={output}',
-                                '--save_embeddings'], env))
-  _finish(stopped)
+  _finish(_start(main(wd['resumed'], '--config.stop_at_step=3'), env))
+  # A copy of the run stopped at step 3 is the concepts tool's teacher (a tiny trained workdir).
+  teacher, output = tmp / 'teacher', tmp / 'concepts.jsonl'
+  shutil.copytree(wd['resumed'], teacher)
+  tool = _start([sys.executable, '-m', 'vlalign.tools.concepts', f'--config={cfg}',
+                 f'--config.method.concepts_file={train_concepts}', '--config.evals.heldout=False',
+                 f'--workdir={teacher}', f'--output={output}', '--save_embeddings'], env)
   procs = {'straight': _start(main(wd['straight']), env),
            'resumed': _start(main(wd['resumed']), env)}
   logs = {name: _finish(p)[1] for name, p in procs.items()}
+  _, tool_err = _finish(tool)
   out, _ = _finish(check)
   return {'workdirs': wd, 'logs': logs, 'concepts': output, 'tool_log': tool_err,
           'train_ids': ids, 'checks': json.loads(out.strip().splitlines()[-1])}
