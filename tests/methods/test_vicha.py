@@ -212,6 +212,36 @@ def test_concept_sampling_is_deterministic_and_with_replacement(tmp_path):
     concepts_lib.Concepts(str(tmp_path / 'missing.jsonl'), 4, 8)
 
 
+def test_pipeline_adds_sampled_concept_tokens_and_names_missing_ids(small_dataset, tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tests.data.test_pipeline import _cfg, _files, _iter  # pylint: disable=g-import-not-at-top
+  from vlalign.data.text import WordpieceTokenizer  # pylint: disable=g-import-not-at-top
+  tok = WordpieceTokenizer(small_dataset['vocab'], 24)
+  files = _files(small_dataset)
+  ids = [tf.io.parse_single_example(r, {'id': tf.io.FixedLenFeature([], tf.string)})['id']
+         .numpy().decode() for r in tf.data.TFRecordDataset(files)]
+  words = ['red', 'green', 'blue', 'yellow', 'circle', 'square', 'triangle', 'large', 'small']
+  stored = {uid: [words[(n + j) % len(words)] for j in range(15)] for n, uid in enumerate(ids)}
+  path = tmp_path / 'concepts.jsonl'
+  path.write_text(''.join(json.dumps({'id': u, 'concepts': c}) + '\n' for u, c in stored.items()))
+  run = lambda seed: _iter(_cfg(), files, tok, seed=seed,
+                           concepts=concepts_lib.Concepts(str(path), 4, 8))
+  it = run(3)
+  a = next(it)
+  assert a['concept_tokens'].shape == (8, 8) and (a['concept_tokens'][:, 0] == tok.cls_id).all()
+  for uid, text in zip(it.ids, tok.detokenize(a['concept_tokens'])):
+    drawn = text.split()
+    assert len(drawn) == 4 and set(drawn) <= set(stored[uid.decode()]), (uid, text)
+  np.testing.assert_array_equal(next(run(3))['concept_tokens'], a['concept_tokens'])
+  path.write_text(''.join(json.dumps({'id': u, 'concepts': c}) + '\n'
+                          for u, c in list(stored.items())[::2]))
+  with pytest.raises(DataError, match='config.method.concepts_file: .*concepts.jsonl has no '
+                                      'concepts for example ids'):
+    half = run(3)
+    for _ in range(3):  # half the ids are gone: the first batch already misses some
+      next(half)
+
+
 def test_concept_vocabulary_keeps_content_words():
   texts = [b'a large red circle in the top left', 'there is a small blue circle',
            'a picture of a red square and a circle'] * 2
