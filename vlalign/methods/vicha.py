@@ -161,11 +161,10 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   variables = lambda p: {'params': p, **model_state}
   img_aux = jax.eval_shape(lambda p: model.apply(variables(p), images, method=_image)[1], params)
   txt_levels = jax.eval_shape(lambda p: model.apply(variables(p), tokens, method=_text)[1], params)
-  pick = lambda levels, j: jnp.zeros((2, len(me.levels), levels.shape[-1]), levels.dtype)
+  pick = lambda levels: jnp.zeros((2, len(me.levels), levels.shape[-1]), levels.dtype)
   k = jax.random.split(key, 5)
   visible = num_visible(n_patch, me.mask_ratio)
-  new = {'hier': heads['hier'].init(k[0], pick(img_aux['levels'], 0),
-                                    pick(txt_levels, 1))['params'],
+  new = {'hier': heads['hier'].init(k[0], pick(img_aux['levels']), pick(txt_levels))['params'],
          'mim': heads['mim'].init(k[1], jnp.zeros((2, 1 + visible, model.image_tower.width)),
                                   jnp.zeros((2, visible), jnp.int32))['params']}
   if me.use_concepts:
