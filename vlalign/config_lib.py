@@ -15,7 +15,7 @@ from vlalign.models import two_tower
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = losses_api.NAMES
-METHODS = ('clip', 'brivl', 'declip')  # vlalign/methods/__init__.py maps the names to modules
+METHODS = ('clip', 'brivl', 'declip', 'vicha')  # vlalign/methods/__init__.py maps the names to modules
 DECLIP_LOSSES = ('mvs', 'iss', 'tss', 'nns')
 
 
@@ -115,6 +115,20 @@ def _method_defaults() -> ml_collections.ConfigDict:
       'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2},
       'bank_size': 65536, 'projector_dim': 1024, 'predictor_dim': 512,
       'max_logit_scale': 100.0,
+      # vicha (also uses momentum, queue_size and max_logit_scale above): hierarchical
+      # alignment of (ViT block, text layer) pairs, 1-based (block k = the k-th block's output;
+      # the final layer is aligned by the main loss), weight per level; momentum distillation
+      # weight alpha, ramped in linearly over distill_ramp_steps updates; MAE branch (mask_ratio
+      # of the patches hidden, a decoder of `decoder` size, weight mim_weight); visual concepts
+      # (concepts_file from python -m vlalign.tools.concepts; concepts_sample drawn per example
+      # per step, tokenized to concepts_len, encoded by concepts_encoder + a Linear to the ViT
+      # width and appended to the ViT tokens).
+      'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
+      'alpha': 0.4, 'distill_ramp_steps': 1000,
+      'mim_weight': 1.0, 'mask_ratio': 0.75,
+      'decoder': {'width': 512, 'depth': 2, 'num_heads': 16},
+      'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
+      'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
   })
 
 
@@ -160,7 +174,9 @@ def base_config() -> ml_collections.ConfigDict:
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
       # The training objective's recipe (vlalign/methods/): 'clip' = the contrastive loss of
       # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
-      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision.
+      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision;
+      # 'vicha' = ALBEF-style ITC with momentum distillation + hierarchical alignment + MAE +
+      # visual concept tokens.
       'method': _method_defaults(),
       # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
@@ -353,3 +369,60 @@ def _validate_method(config: ml_collections.ConfigDict) -> None:
     for view in ('image2', 'text_mlm', 'text_eda'):
       _check(config.data.views[view], f'data.views.{view}',
              'must be True for method.name="declip" (it trains on that view)')
+  if me.name == 'vicha':
+    _validate_vicha(config)
+
+
+def _tower_depth(tower: ml_collections.ConfigDict) -> int:
+  if tower.name == 'bert':
+    from vlalign.models import bert  # pylint: disable=g-import-not-at-top
+    return tower.get('depth') or bert.SIZES[tower.get('size', 'base')][0]
+  return tower.depth
+
+
+def _validate_vicha(config: ml_collections.ConfigDict) -> None:
+  """ViCHA's fields (vlalign/methods/vicha.py)."""
+  me, m, batch = config.method, config.model, config.data.global_batch
+  _check(m.image.name == 'vit', 'model.image.name',
+         f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
+         f'tokens act on its token sequence), got {m.image.name!r}')
+  _check(m.text.name in ('transformer', 'bert'), 'model.text.name',
+         f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
+         f'got {m.text.name!r}')
+  _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
+         'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
+         f'data.global_batch={batch}')
+  _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
+  depths = {'image': _tower_depth(m.image), 'text': _tower_depth(m.text)}
+  for i, pair in enumerate(me.levels):
+    _check(len(pair) == 2, f'method.levels[{i}]', f'must be (vit_block, text_layer), got {pair!r}')
+    for value, tower in zip(pair, ('image', 'text')):
+      _check(isinstance(value, int) and 1 <= value <= depths[tower], f'method.levels[{i}]',
+             f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
+             f'{depths[tower]}] (levels are 1-based)')
+  for name in ('hier_weight', 'mim_weight', 'alpha'):
+    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
+  _check(me.alpha <= 1, 'method.alpha', f'must be in [0, 1], got {me.alpha!r}')
+  _check(isinstance(me.distill_ramp_steps, int) and me.distill_ramp_steps >= 0,
+         'method.distill_ramp_steps', f'must be an int >= 0, got {me.distill_ramp_steps!r}')
+  patches = (config.data.image_size // m.image.patch) ** 2
+  visible = int(patches * (1 - me.mask_ratio))
+  _check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.mask_ratio',
+         f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
+         f'{patches} per image')
+  for name in ('width', 'depth', 'num_heads'):
+    _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
+    _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
+  _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
+         f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
+  _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
+         'method.concepts_encoder.num_heads', 'must divide method.concepts_encoder.width')
+  _check(isinstance(me.use_concepts, bool), 'method.use_concepts', 'must be True or False')
+  if me.use_concepts:
+    _check(bool(me.concepts_file), 'method.concepts_file',
+           'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
+           '--workdir=<teacher workdir> --output=<file> (or set method.use_concepts=False)')
+    _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
+    _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
+           f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')

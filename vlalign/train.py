@@ -15,6 +15,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel, perf
+from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
@@ -56,6 +57,14 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
   srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
   return {'sources': srcs, 'vocab': d.vocab_file or embedded['vocab'],
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
+
+
+def _concepts(config) -> concepts_lib.Concepts | None:
+  """ViCHA's stored visual concepts (config.method.concepts_file) when the method uses them."""
+  me = config.method
+  if me.name != 'vicha' or not me.use_concepts:
+    return None
+  return concepts_lib.Concepts(me.concepts_file, me.concepts_sample, me.concepts_len)
 
 
 def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
@@ -368,6 +377,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
+  concepts = _concepts(config)  # before anything compiles: a missing file fails here
   tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
@@ -381,7 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = make_train_step(config, model, tx, lr_fn, mesh, shardings, batch_sh)
   it = pipeline.TrainIterator(config.data, paths['sources'], tokenizer, seed=config.seed,
                               state=data_state, process_index=jax.process_index(),
-                              process_count=jax.process_count())
+                              process_count=jax.process_count(), concepts=concepts)
   evaluator = (HeldoutEvaluator(config, model, tokenizer, paths['heldout'])
                if paths['heldout'] or config.evals.datasets else None)
   if evaluator is None:

@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, image_ops, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
@@ -101,13 +102,15 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
 
 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
-                  tokenizer: WordpieceTokenizer | None = None) -> tf.data.Dataset:
+                  tokenizer: WordpieceTokenizer | None = None,
+                  concepts: concepts_lib.Concepts | None = None) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a record stream, each with its
   stream `index`, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
   far less than a call per example. Extra views a method asks for (config.data.views:
   image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
-  first view; they need the `tokenizer`."""
+  first view; they need the `tokenizer`. With `concepts` (ViCHA, data/concepts.py) each
+  example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file)."""
 
   def count(counts, x):
     local, (index, (image, text, uid, reason)) = x
@@ -131,6 +134,8 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
     if extra:
       out.update(views.extra_views(data_cfg.views, decoded, e['text'], key, tokenizer,
                                    data_cfg))
+    if concepts is not None:
+      out['concept_text'], out['concept_found'] = concepts.text(e['id'], e['index'], seed)
     return out
 
   ds = stream.enumerate().scan(tf.zeros([NUM_REASONS], tf.int64), count)
@@ -140,11 +145,14 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
 
 
 def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer, *, seed: int = 0,
-                     zerovl_text_aug: float = 0.0) -> tf.data.Dataset:
+                     zerovl_text_aug: float = 0.0, concept_len: int = 0) -> tf.data.Dataset:
   """Batches with 'text' replaced by its WordPiece 'tokens' (with ZeroVL's text augmentation
-  when zerovl_text_aug > 0, keyed on the seed and the batch's first record)."""
+  when zerovl_text_aug > 0, keyed on the seed and the batch's first record), and a
+  'concept_text' (if any) by its first `concept_len` 'concept_tokens'."""
   def tokenize(batch):
     batch = dict(batch)
+    if 'concept_text' in batch:
+      batch['concept_tokens'] = tokenizer.tokenize(batch.pop('concept_text'))[:, :concept_len]
     tokens = tokenizer.tokenize(batch.pop('text'))
     if zerovl_text_aug > 0:
       key = tf.stack([tf.cast(seed, tf.int64) * 7 + tf.cast(batch['source'][0], tf.int64),
@@ -213,7 +221,8 @@ class TrainIterator:
 
   def __init__(self, data_cfg, srcs: list[sources_lib.Source], tokenizer: WordpieceTokenizer, *,
                seed: int, state: DataState | None = None, process_index: int = 0,
-               process_count: int = 1, checks: filters.Checks | None = None):
+               process_count: int = 1, checks: filters.Checks | None = None,
+               concepts: concepts_lib.Concepts | None = None):
     if data_cfg.mixing not in MIXINGS:
       raise DataError(f'config.data.mixing: {data_cfg.mixing!r} is not one of {list(MIXINGS)}')
     if data_cfg.mixing == 'none' and len(srcs) != 1:
@@ -238,7 +247,7 @@ class TrainIterator:
       stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
                              process_count=process_count, start_index=self._positions[s])
       streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
-                                   tokenizer=tokenizer))
+                                   tokenizer=tokenizer, concepts=concepts))
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':
@@ -249,7 +258,9 @@ class TrainIterator:
       batched = [s.batch(per_host, drop_remainder=True) for s in streams]
       ds = tf.data.Dataset.choose_from_datasets(
           batched, _draws(mixture_weights(srcs, data_cfg), seed, self._batches))
-    ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug)
+    ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug,
+                          concept_len=concepts.max_len if concepts else 0)
+    self._concepts = concepts
     self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -260,6 +271,8 @@ class TrainIterator:
     src, index, local = batch.pop('source'), batch.pop('index'), batch.pop('local')
     counts = batch.pop('counts')
     self.ids = batch.pop('id')
+    if 'concept_found' in batch:
+      self._concepts.check(batch.pop('concept_found'), self.ids)
     for s in np.unique(src):
       rows = np.nonzero(src == s)[0]
       last = rows[-1]

@@ -13,10 +13,10 @@ A method module provides:
 
 import types
 
-from vlalign.methods import brivl, declip
+from vlalign.methods import brivl, declip, vicha
 
 # name -> module; 'clip' is the train step's own contrastive objective (config.loss).
-METHODS = {'clip': None, 'brivl': brivl, 'declip': declip}
+METHODS = {'clip': None, 'brivl': brivl, 'declip': declip, 'vicha': vicha}
 
 
 def get_method(name: str) -> types.ModuleType | None:

@@ -65,9 +65,11 @@ class Bert(nn.Module):
     return self.depth or depth, self.width or width
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False,
-               return_tokens: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
-    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width]."""
+  def __call__(self, tokens: jnp.ndarray, train: bool = False, return_tokens: bool = False,
+               return_levels: bool = False):
+    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width];
+    with `return_levels` (instead) also the [CLS] output of every layer [n, depth, width]
+    (post-LN layers: already normalised; before the optional pooler)."""
     depth, width = self.dims()
     length = tokens.shape[1]
     if length > min(self.max_len, self.max_position):
@@ -82,10 +84,14 @@ class Bert(nn.Module):
     valid = tokens != self.pad_id
     mask = nn.make_attention_mask(valid, valid)
     layer = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
+    levels = []
     for i in range(depth):
       x = layer(self.num_heads or max(1, width // 64), 4 * width, self.dropout, self.dtype,
                 name=f'layer{i}')(x, mask, train)
+      levels.append(x[:, 0])
     cls = x[:, 0]
     if self.pooler:
       cls = jnp.tanh(nn.Dense(width, dtype=self.dtype, kernel_init=bert_init, name='pooler')(cls))
+    if return_levels:
+      return cls, jnp.stack(levels, axis=1)
     return (cls, x) if return_tokens else cls

@@ -24,9 +24,11 @@ class TextTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, tokens: jnp.ndarray, train: bool = False,
-               return_tokens: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
-    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width]."""
+  def __call__(self, tokens: jnp.ndarray, train: bool = False, return_tokens: bool = False,
+               return_levels: bool = False):
+    """[CLS] features [n, width]; with `return_tokens` also every position's [n, L, width];
+    with `return_levels` (instead) also the [CLS] output of every layer through the final
+    LayerNorm, [n, depth, width]."""
     if tokens.shape[1] > self.max_len:
       raise ValueError(f'text length {tokens.shape[1]} exceeds model.text.max_len={self.max_len}')
     x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
@@ -35,6 +37,10 @@ class TextTransformer(nn.Module):
     x = x + pos[:, :tokens.shape[1]].astype(self.dtype)
     valid = tokens != self.pad_id
     mask = nn.make_attention_mask(valid, valid)
-    x = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
-                self.dropout, self.dtype, self.remat, name='encoder')(x, mask, train)
+    encoder = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
+                      self.dropout, self.dtype, self.remat, name='encoder')
+    if return_levels:
+      x, levels = encoder(x, mask, train, return_levels=True)
+      return x[:, 0], levels
+    x = encoder(x, mask, train)
     return (x[:, 0], x) if return_tokens else x[:, 0]

@@ -52,12 +52,20 @@ class Encoder(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, x, mask=None, train: bool = False):
+  def __call__(self, x, mask=None, train: bool = False, return_levels: bool = False):
+    """Final-normed outputs [n, L, width]; with `return_levels` also the [CLS] (position 0)
+    output of every block, each through the same final LayerNorm: [n, depth, width]."""
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
+    norm = nn.LayerNorm(dtype=self.dtype, name='ln_final')
+    levels = []
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype,
                 name=f'block{i}')(x, mask, train)
-    return nn.LayerNorm(dtype=self.dtype, name='ln_final')(x)
+      if return_levels:
+        levels.append(x[:, 0])
+    if not return_levels:
+      return norm(x)
+    return norm(x), norm(jnp.stack(levels, axis=1))
 
 
 class ConvStem(nn.Module):
@@ -98,7 +106,15 @@ class ViT(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, images: jnp.ndarray, train: bool = False, *, keep: jnp.ndarray | None = None,
+               extra_tokens: jnp.ndarray | None = None, extra_valid: jnp.ndarray | None = None,
+               return_levels: bool = False):
+    """Pooled features [n, width]. Options used by methods (vlalign/methods/vicha.py), none of
+    which adds parameters: `keep` [n, k] int: indices of the patch tokens to encode (MAE; the
+    others are dropped after the position embedding); `extra_tokens` [n, m, width] (with
+    `extra_valid` [n, m] bool) appended after the position embedding, so every block attends to
+    them; `return_levels`: returns (pooled, {'levels': [n, depth, width] final-normed [CLS] of
+    every block, 'tokens': final-normed outputs [n, 1 + patches (+ m), width]})."""
     images = images.astype(self.dtype)
     if self.stem == 'conv':
       x = ConvStem(self.patch, self.width, self.dtype, name='conv_stem')(images)
@@ -113,10 +129,27 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.tile(cls, (n, 1, 1)).astype(x.dtype), x], axis=1)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, h * w + 1, c))
     x = x + pos.astype(x.dtype)
-    x = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
-                self.dropout, self.dtype, self.remat, name='encoder')(x, None, train)
+    if keep is not None:  # [CLS] and the kept patch tokens, in the order of `keep`
+      patches = jnp.take_along_axis(x[:, 1:], keep[:, :, None], axis=1)
+      x = jnp.concatenate([x[:, :1], patches], axis=1)
+    num_patches = x.shape[1] - 1
+    mask = None
+    if extra_tokens is not None:
+      x = jnp.concatenate([x, extra_tokens.astype(x.dtype)], axis=1)
+      if extra_valid is not None:
+        valid = jnp.concatenate([jnp.ones((n, num_patches + 1), bool), extra_valid], axis=1)
+        mask = nn.make_attention_mask(valid, valid)
+    encoder = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
+                      self.dropout, self.dtype, self.remat, name='encoder')
+    levels = None
+    if return_levels:
+      x, levels = encoder(x, mask, train, return_levels=True)
+    else:
+      x = encoder(x, mask, train)
     if self.pool == 'cls':
-      return x[:, 0]
-    if self.pool == 'mean':
-      return x[:, 1:].mean(axis=1)
-    raise ValueError(f'model.image.pool must be "cls" or "mean", got {self.pool!r}')
+      pooled = x[:, 0]
+    elif self.pool == 'mean':
+      pooled = x[:, 1:1 + num_patches].mean(axis=1)
+    else:
+      raise ValueError(f'model.image.pool must be "cls" or "mean", got {self.pool!r}')
+    return (pooled, {'levels': levels, 'tokens': x}) if return_levels else pooled

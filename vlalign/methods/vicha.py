@@ -1,0 +1,344 @@
+"""ViCHA (Shukor et al., BMVC 2022; METHODS.md section 5): the two-tower parts.
+
+Losses (each logged as train/loss/<name>; total = itc + hier_weight * sum(hier levels) +
+mim_weight * mim):
+
+  itc   ALBEF-style contrastive loss with momentum encoders, queues and momentum distillation.
+        Momentum encoders are an EMA (method.momentum) of the towers, their projections and the
+        concept encoder (extra['ema']); queues (methods/bank.py, global, sharded) hold momentum
+        features. For image query q_i the columns are the momentum text features of the global
+        batch followed by the text queue; targets are alpha * softmax(s * q^m_i . columns) +
+        (1 - alpha) * one-hot(the pair's own momentum text feature), the loss the
+        cross-entropy of softmax(s * q_i . columns) against them; text -> image likewise;
+        itc = (i2t + t2i) / 2. alpha = method.alpha * min(1, updates / distill_ramp_steps)
+        (updates: applied steps so far, extra['updates']). s is the model's learnable logit
+        scale clamped at max_logit_scale (no gradient through the targets). After the loss the
+        batch's momentum features are enqueued (global batch order), oldest out.
+  hier  hierarchical alignment: for each (ViT block v, text layer t) in method.levels (1-based),
+        the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
+        normalised already) go through their own Linear projections to embed_dim, are
+        normalised and aligned with the symmetric in-batch softmax loss (losses/contrastive.py:
+        local rows x gathered columns, positive of row i on device r at r * b + i) with the
+        shared scale; logged per level as loss/hier/<v>_<t> and summed as loss/hier.
+  mim   MAE on the image tower: per example mask_ratio of the patch tokens hidden (a random
+        permutation from the step key), the ViT encodes [CLS] + the visible ones (no concept
+        tokens), a decoder (Linear to decoder.width, mask tokens, positions, decoder.depth
+        pre-LN blocks, Linear to patch * patch * 3) predicts every patch; the loss is the MSE
+        against per-patch normalised pixels (mean / variance over the patch, eps 1e-6) over the
+        masked patches only. A "patch" is the stride-`patch` square of the input image that
+        the token at that grid position stands for: for stem='patch' exactly the token's
+        input; for stem='conv' (the demo) the masking acts on the tokens after the conv stem,
+        whose receptive fields reach a few pixels into neighbouring patches (a small leak the
+        pixel-level MAE would not have).
+
+Visual concepts (method.use_concepts): the data pipeline samples concepts_sample of the
+example's stored top concepts (data/concepts.py) into batch['concept_tokens']; a small text
+encoder (concepts_encoder: a TextTransformer) + Linear to the ViT width turns them into tokens
+appended after the ViT's position embedding (padding masked out of attention), in the query
+and momentum passes.
+
+Heads (hier projections, MAE decoder, concept encoder) are parameters under params['vicha'].
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vlalign.losses import contrastive
+from vlalign.methods import bank, ema
+from vlalign.models.text_transformer import TextTransformer
+from vlalign.models.two_tower import l2_normalize
+from vlalign.models.vit import EncoderBlock
+
+HEADS = 'vicha'  # params[HEADS] holds the method's heads
+
+
+class LevelProjections(nn.Module):
+  """One Linear (with bias) per level and tower, to embed_dim."""
+  num_levels: int
+  embed_dim: int
+
+  @nn.compact
+  def __call__(self, image: jnp.ndarray, text: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """image [n, levels, w_i], text [n, levels, w_t] -> two [n, levels, embed_dim]."""
+    img = [nn.Dense(self.embed_dim, name=f'image{i}')(image[:, i]) for i in range(self.num_levels)]
+    txt = [nn.Dense(self.embed_dim, name=f'text{i}')(text[:, i]) for i in range(self.num_levels)]
+    return jnp.stack(img, axis=1), jnp.stack(txt, axis=1)
+
+
+class MaeDecoder(nn.Module):
+  """MAE decoder: encoder tokens ([CLS] + visible) -> pixel predictions of every patch."""
+  num_patches: int
+  patch_dim: int
+  width: int
+  depth: int
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarray:
+    """tokens [n, 1 + k, w], keep [n, k] patch indices -> [n, num_patches, patch_dim]."""
+    n = tokens.shape[0]
+    x = nn.Dense(self.width, name='embed')(tokens)
+    mask_token = self.param('mask_token', nn.initializers.normal(0.02), (1, 1, self.width))
+    full = jnp.tile(mask_token, (n, self.num_patches, 1)).astype(x.dtype)
+    full = full.at[jnp.arange(n)[:, None], keep].set(x[:, 1:])
+    pos = self.param('pos_embed', nn.initializers.normal(0.02),
+                     (1, self.num_patches + 1, self.width))
+    x = jnp.concatenate([x[:, :1], full], axis=1) + pos
+    for i in range(self.depth):
+      x = EncoderBlock(self.num_heads, 4 * self.width, name=f'block{i}')(x)
+    x = nn.LayerNorm(name='ln')(x)
+    return nn.Dense(self.patch_dim, name='pred')(x[:, 1:])
+
+
+class ConceptEncoder(nn.Module):
+  """Concept tokens [n, L] -> ([n, L, out_width] tokens for the ViT, [n, L] valid)."""
+  vocab_size: int
+  max_len: int
+  width: int
+  depth: int
+  num_heads: int
+  out_width: int
+
+  @nn.compact
+  def __call__(self, tokens: jnp.ndarray, train: bool = False):
+    _, seq = TextTransformer(self.vocab_size, self.max_len, self.width, self.depth,
+                             self.num_heads, name='encoder')(tokens, train=train,
+                                                             return_tokens=True)
+    return nn.Dense(self.out_width, name='proj')(seq), tokens != 0
+
+
+def _heads(config, model, num_patches: int) -> dict[str, nn.Module]:
+  me, vit = config.method, model.image_tower
+  heads = {'hier': LevelProjections(len(me.levels), config.model.embed_dim),
+           'mim': MaeDecoder(num_patches, vit.patch * vit.patch * 3, me.decoder.width,
+                             me.decoder.depth, me.decoder.num_heads)}
+  if me.use_concepts:
+    c = me.concepts_encoder
+    heads['concepts'] = ConceptEncoder(model.text_tower.vocab_size, me.concepts_len, c.width,
+                                       c.depth, c.num_heads, vit.width)
+  return heads
+
+
+def _num_patches(config, model) -> int:
+  return (config.data.image_size // model.image_tower.patch) ** 2
+
+
+def _image(module, images, train=False, keep=None, extra_tokens=None, extra_valid=None):
+  pooled, aux = module.image_tower(images, train=train, keep=keep, extra_tokens=extra_tokens,
+                                   extra_valid=extra_valid, return_levels=True)
+  return l2_normalize(module.image_proj(pooled)), aux
+
+
+def _text(module, tokens, train=False):
+  pooled, levels = module.text_tower(tokens, train=train, return_levels=True)
+  return l2_normalize(module.text_proj(pooled)), levels
+
+
+def _online(params: dict, use_concepts: bool) -> dict:
+  """The parameters the momentum encoders copy: towers, projections (and concept encoder)."""
+  out = {'model': {k: v for k, v in params.items() if k != HEADS}}
+  if use_concepts:
+    out['concepts'] = params[HEADS]['concepts']
+  return out
+
+
+def num_visible(num_patches: int, mask_ratio: float) -> int:
+  """Patches each image keeps visible (MAE: int(L * (1 - mask_ratio)))."""
+  return int(num_patches * (1 - mask_ratio))
+
+
+def init(config, model, params, model_state, key) -> tuple[Any, dict]:
+  """Heads in params['vicha']; extra = momentum copies, the two queues, the update count."""
+  me, d = config.method, config.data
+  n_patch = _num_patches(config, model)
+  heads = _heads(config, model, n_patch)
+  images = jnp.zeros((2, d.image_size, d.image_size, 3), jnp.float32)
+  tokens = jnp.zeros((2, d.max_len), jnp.int32)
+  variables = lambda p: {'params': p, **model_state}
+  img_aux = jax.eval_shape(lambda p: model.apply(variables(p), images, method=_image)[1], params)
+  txt_levels = jax.eval_shape(lambda p: model.apply(variables(p), tokens, method=_text)[1], params)
+  pick = lambda levels: jnp.zeros((2, len(me.levels), levels.shape[-1]), levels.dtype)
+  k = jax.random.split(key, 5)
+  visible = num_visible(n_patch, me.mask_ratio)
+  new = {'hier': heads['hier'].init(k[0], pick(img_aux['levels']), pick(txt_levels))['params'],
+         'mim': heads['mim'].init(k[1], jnp.zeros((2, 1 + visible, model.image_tower.width)),
+                                  jnp.zeros((2, visible), jnp.int32))['params']}
+  if me.use_concepts:
+    new['concepts'] = heads['concepts'].init(
+        k[2], jnp.zeros((2, me.concepts_len), jnp.int32))['params']
+  params = {**params, HEADS: new}
+  size, dim = me.queue_size, config.model.embed_dim
+  extra = {'ema': {'params': jax.tree.map(jnp.copy, _online(params, me.use_concepts)),
+                   'model_state': jax.tree.map(jnp.copy, model_state)},
+           'queue_image': bank.init(k[3], size, dim), 'queue_text': bank.init(k[4], size, dim),
+           'updates': jnp.zeros((), jnp.int32)}
+  return params, extra
+
+
+def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
+  """Momentum parameters placed like the parameters; queues split over the batch axes."""
+  queue = bank.shardings(mesh, config.batch_axes)
+  return {'ema': {'params': _online(state_shardings.params, config.method.use_concepts),
+                  'model_state': state_shardings.model_state},
+          'queue_image': queue, 'queue_text': dict(queue),
+          'updates': NamedSharding(mesh, P())}
+
+
+def patchify(images: jnp.ndarray, patch: int) -> jnp.ndarray:
+  """[n, H, W, C] -> [n, (H/p) * (W/p), p * p * C], patches in the ViT's token order."""
+  n, h, w, c = images.shape
+  x = images.reshape(n, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, (h // patch) * (w // patch), patch * patch * c)
+
+
+def mim_loss(pred: jnp.ndarray, images: jnp.ndarray, keep: jnp.ndarray, patch: int,
+             eps: float = 1e-6) -> jnp.ndarray:
+  """MSE of pred [n, P, p*p*C] against per-patch normalised pixels, over the patches not in
+  keep [n, k] (the masked ones), averaged over pixels and masked patches."""
+  target = patchify(images.astype(jnp.float32), patch)
+  mean = target.mean(axis=-1, keepdims=True)
+  var = target.var(axis=-1, keepdims=True)
+  target = (target - mean) / jnp.sqrt(var + eps)
+  n, num = target.shape[:2]
+  masked = jnp.ones((n, num), jnp.float32).at[jnp.arange(n)[:, None], keep].set(0.0)
+  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target), axis=-1)
+  return jnp.sum(per_patch * masked) / jnp.sum(masked)
+
+
+def random_keep(key: jax.Array, n: int, num_patches: int, visible: int) -> jnp.ndarray:
+  """[n, visible] sorted indices of the patches each example keeps (uniform, per example)."""
+  noise = jax.random.uniform(key, (n, num_patches))
+  return jnp.sort(jnp.argsort(noise, axis=1)[:, :visible], axis=1)
+
+
+def hier_losses(image_levels: jnp.ndarray, text_levels: jnp.ndarray, scale: jnp.ndarray,
+                mesh: Mesh, batch_axes: Sequence[str] = ('data',)) -> list[jnp.ndarray]:
+  """Per level: the symmetric in-batch softmax loss (mean of the two directions) of the
+  normalised level embeddings [B, levels, d] (sharded on batch_axes)."""
+  return [contrastive.softmax_contrastive(
+      l2_normalize(image_levels[:, i]), l2_normalize(text_levels[:, i]), scale, mesh,
+      batch_axes=batch_axes, reduction='mean')['loss'] for i in range(image_levels.shape[1])]
+
+
+def _distill_body(q, qm, k, queue, scale, alpha, *, axis):
+  """Per device: local queries q (student) and qm (momentum) [b, d], local momentum keys k
+  [b, d] (gathered: the batch columns), this device's queue rows [K/D, d]."""
+  b = q.shape[0]
+  me = jax.lax.axis_index(axis)
+  sg = jax.lax.stop_gradient(scale)
+  k_all = jax.lax.all_gather(k, axis, tiled=True)  # [B, d]
+  s_b, t_b = scale * q @ k_all.T, sg * qm @ k_all.T  # [b, B]
+  q_all = jax.lax.all_gather(q, axis, tiled=True)  # [B, d]: the queries go to the queue rows
+  qm_all = jax.lax.all_gather(qm, axis, tiled=True)
+  s_q, t_q = scale * q_all @ queue.T, sg * qm_all @ queue.T  # [B, K/D]
+  sh_s = jax.lax.stop_gradient(jax.lax.pmax(jax.lax.stop_gradient(s_q).max(axis=1), axis))
+  sh_t = jax.lax.pmax(t_q.max(axis=1), axis)
+  w_q = jnp.exp(t_q - sh_t[:, None])
+  sums = jax.lax.psum(jnp.stack([jnp.exp(s_q - sh_s[:, None]).sum(1), w_q.sum(1),
+                                 (w_q * s_q).sum(1)]), axis)  # [3, B]
+  mine = lambda v: jax.lax.dynamic_slice_in_dim(v, me * b, b, axis=-1)
+  sh_s, sh_t, sums = mine(sh_s), mine(sh_t), mine(sums)
+  top_s = jax.lax.stop_gradient(jnp.maximum(sh_s, s_b.max(axis=1)))
+  lse = top_s + jnp.log(jnp.exp(sh_s - top_s) * sums[0] +
+                        jnp.exp(s_b - top_s[:, None]).sum(axis=1))
+  top_t = jnp.maximum(sh_t, t_b.max(axis=1))
+  w_tail, w_b = jnp.exp(sh_t - top_t), jnp.exp(t_b - top_t[:, None])
+  expected = (w_tail * sums[2] + (w_b * s_b).sum(1)) / (w_tail * sums[1] + w_b.sum(1))
+  pos = jnp.take_along_axis(s_b, (me * b + jnp.arange(b))[:, None], axis=1)[:, 0]
+  rows = lse - alpha * expected - (1.0 - alpha) * pos
+  return jax.lax.psum(rows.sum(), axis) / (b * jax.lax.psum(1, axis))
+
+
+def distill_loss(q: jnp.ndarray, q_m: jnp.ndarray, k_m: jnp.ndarray, queue: jnp.ndarray,
+                 scale: jnp.ndarray, alpha: jnp.ndarray, mesh: Mesh,
+                 batch_axes: Sequence[str] = ('data',)) -> jnp.ndarray:
+  """One direction of ALBEF's ITC with momentum distillation: queries q [B, d] (unit rows)
+  against the columns [k_m; queue] (momentum keys of the batch, then the queue [K, d]), targets
+  alpha * softmax(scale * q_m . columns) + (1 - alpha) * one-hot(row's own key); mean over the
+  batch. q, q_m, k_m sharded on batch_axes, the queue too (never gathered); no gradient into
+  q_m, k_m, the queue or the targets."""
+  axes = tuple(batch_axes)
+  axis = axes if len(axes) > 1 else axes[0]
+  body = lambda a, b, c, d, s, al: _distill_body(a, b, c, d, s, al, axis=axis)
+  spec = P(axes)
+  fn = jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, spec, P(), P()),
+                     out_specs=P())
+  sg = jax.lax.stop_gradient
+  return fn(q, sg(q_m), sg(k_m), sg(queue), scale, sg(jnp.asarray(alpha, jnp.float32)))
+
+
+def distill_alpha(alpha: float, ramp_steps: int, updates: jnp.ndarray) -> jnp.ndarray:
+  """alpha * min(1, updates / ramp_steps) (alpha itself when ramp_steps is 0)."""
+  if not ramp_steps:
+    return jnp.float32(alpha)
+  return alpha * jnp.minimum(1.0, updates.astype(jnp.float32) / ramp_steps)
+
+
+def make_objective(config, model, mesh: Mesh):
+  """The train step's loss function for ViCHA (see the module docstring)."""
+  me, axes = config.method, config.batch_axes
+  n_patch = _num_patches(config, model)
+  visible = num_visible(n_patch, me.mask_ratio)
+  heads = _heads(config, model, n_patch)
+  img_idx = jnp.asarray([v - 1 for v, _ in me.levels], jnp.int32)
+  txt_idx = jnp.asarray([t - 1 for _, t in me.levels], jnp.int32)
+  level_names = [f'{v}_{t}' for v, t in me.levels]
+
+  def objective(params, model_state, extra, batch, rng):
+    state = {'ms': model_state, 'ema_ms': extra['ema']['model_state']}
+
+    def run(p, ms_key, method, i, *args, **kwargs):  # one tower pass, threading model state
+      out, state[ms_key] = model.apply({'params': p, **state[ms_key]}, *args, train=True,
+                                       rngs={'dropout': jax.random.fold_in(rng, i)},
+                                       mutable=list(state[ms_key]), method=method, **kwargs)
+      return out
+
+    def concepts(p, i):
+      if not me.use_concepts:
+        return {}
+      tok, valid = heads['concepts'].apply({'params': p}, batch['concept_tokens'], train=True,
+                                           rngs={'dropout': jax.random.fold_in(rng, i)})
+      return {'extra_tokens': tok, 'extra_valid': valid}
+
+    h = params[HEADS]
+    model_params = {k: v for k, v in params.items() if k != HEADS}
+    scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
+                        me.max_logit_scale)
+    img, img_aux = run(model_params, 'ms', _image, 0, batch['image'],
+                       **concepts(h.get('concepts'), 10))
+    txt, txt_levels = run(model_params, 'ms', _text, 1, batch['tokens'])
+    # Momentum encoders: EMA first (MoCo / ALBEF order), then the keys, no gradient.
+    momentum = ema.update(extra['ema']['params'], _online(params, me.use_concepts), me.momentum)
+    img_m, _ = run(momentum['model'], 'ema_ms', _image, 2, batch['image'],
+                   **concepts(momentum.get('concepts'), 12))
+    txt_m, _ = run(momentum['model'], 'ema_ms', _text, 3, batch['tokens'])
+    img_m, txt_m = jax.lax.stop_gradient(img_m), jax.lax.stop_gradient(txt_m)
+    alpha = distill_alpha(me.alpha, me.distill_ramp_steps, extra['updates'])
+    i2t = distill_loss(img, img_m, txt_m, extra['queue_text']['entries'], scale, alpha, mesh,
+                       axes)
+    t2i = distill_loss(txt, txt_m, img_m, extra['queue_image']['entries'], scale, alpha, mesh,
+                       axes)
+    itc = 0.5 * (i2t + t2i)
+    img_lv, txt_lv = heads['hier'].apply({'params': h['hier']}, img_aux['levels'][:, img_idx],
+                                         txt_levels[:, txt_idx])
+    hier = hier_losses(img_lv, txt_lv, scale, mesh, axes)
+    keep = random_keep(jax.random.fold_in(rng, 4), batch['image'].shape[0], n_patch, visible)
+    _, masked_aux = run(model_params, 'ms', _image, 5, batch['image'], keep=keep)
+    pred = heads['mim'].apply({'params': h['mim']}, masked_aux['tokens'], keep)
+    mim = mim_loss(pred, batch['image'], keep, model.image_tower.patch)
+    hier_total = sum(hier)
+    total = itc + me.hier_weight * hier_total + me.mim_weight * mim
+    new_extra = {'ema': {'params': momentum, 'model_state': state['ema_ms']},
+                 'queue_image': bank.enqueue(extra['queue_image'], img_m, mesh, axes),
+                 'queue_text': bank.enqueue(extra['queue_text'], txt_m, mesh, axes),
+                 'updates': extra['updates'] + 1}
+    losses = {'loss': total, 'loss/itc': itc, 'loss/i2t': i2t, 'loss/t2i': t2i,
+              'loss/hier': hier_total, 'loss/mim': mim, 'distill_alpha': alpha,
+              **{f'loss/hier/{name}': v for name, v in zip(level_names, hier)}}
+    return total, (losses, {'scale': scale}, state['ms'], new_extra)
+
+  return objective
