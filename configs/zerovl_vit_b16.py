@@ -70,4 +70,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config = demo.get_config('tiny' if 'tiny' in args else '')
   config.data.sources = ('embedded:studio', 'embedded:sketch')
   zerovl_pieces(config, micro_batches=2)
+  # On a CPU the unrolled micro-batch loop is 4x faster than the looped one (methods/zerovl.py
+  # `sequential`); the paper-scale config keeps the memory-saving loop.
+  config.grad_accum.unroll = True
   return config

@@ -181,7 +181,7 @@ def base_config() -> ml_collections.ConfigDict:
       # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
       # activation memory (1: off).
-      'grad_accum': {'micro_batches': 1},
+      'grad_accum': {'micro_batches': 1, 'unroll': False},
       # ZeroVL's coin-flipping mixup (methods/zerovl.py): lambda ~ Beta(beta, beta) per step,
       # a coin picks pixel-space image mixing or projected-text mixing.
       'mixup': {'enabled': False, 'beta': 0.1},

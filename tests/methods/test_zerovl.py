@@ -24,7 +24,7 @@ def checks():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize('loss', ['softmax', 'sigmoid'])
+@pytest.mark.parametrize('loss', ['softmax', 'sigmoid', 'softmax_unrolled'])
 def test_decoupled_gradient_equals_the_full_batch_gradient(checks, loss):
   r = checks[loss]
   assert r['grad_norm'] > 0.1  # a real gradient, not a vanishing one

@@ -27,8 +27,9 @@ def _rel(a, b) -> float:
   return float(num / optax.global_norm(b))
 
 
-def grad_check(loss: str, batch: int = 32, k: int = 4) -> dict:
+def grad_check(loss: str, batch: int = 32, k: int = 4, unroll: bool = False) -> dict:
   config = _tiny_config()
+  config.grad_accum.unroll = unroll
   config.data.global_batch = batch
   if loss == 'sigmoid':
     config.loss.name = 'sigmoid'
@@ -148,4 +149,5 @@ def memory_check(batch: int = 256, k: int = 8) -> dict:
 
 if __name__ == '__main__':
   print(json.dumps({'softmax': grad_check('softmax'), 'sigmoid': grad_check('sigmoid'),
+                    'softmax_unrolled': grad_check('softmax', unroll=True),
                     'mixup': mixup_check(), 'memory': memory_check()}))
