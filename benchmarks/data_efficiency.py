@@ -132,6 +132,14 @@ def table(records: list[dict], meta: dict) -> str:
       cells = [f'{a[m][0]:.1f} +- {a[m][1]:.1f}' if m == 'rsum' else
                f'{a[m][0]:.3f} +- {a[m][1]:.3f}' for m, _, _ in METRICS]
       lines.append(f'| {r} | {size} | {a["rsum"][2]} | ' + ' | '.join(cells) + ' |')
+  missing = [f'{r}/{size}' for r in RECIPES for size in SIZES if (r, size) not in agg]
+  seeds = sorted({rec['seed'] for rec in records})
+  short = [f'{r}/{size}' for (r, size), a in agg.items() if a['rsum'][2] < len(seeds)]
+  if missing or short:
+    lines += ['', '**Incomplete**: ' + '; '.join(
+        ([f'not run yet: {", ".join(missing)}'] if missing else []) +
+        ([f'fewer seeds than {seeds}: {", ".join(short)}'] if short else [])) +
+              ' (the script resumes: run it again with the same budget).']
   lines += ['', 'Quarter / full (mean over seeds): how much of its full-data result a recipe keeps '
             'with a quarter of the pairs.', '', '| recipe | RSUM | colour | shape | size |',
             '|---|---|---|---|---|']

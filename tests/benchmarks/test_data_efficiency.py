@@ -61,6 +61,9 @@ def test_table_rows_ratios_and_plot(tmp_path):
   m, s, _ = agg[('clip', 'quarter')]['rsum']
   assert f'| clip | quarter | 3 | {m:.1f} +- {s:.1f} |' in text
   assert text.count('| clip_') == 6  # every raw run listed
+  assert 'not run yet: declip/full, declip/quarter, brivl/full' in text
+  assert 'fewer seeds' not in text
+  assert 'fewer seeds than [0, 1, 2]: clip/full' in de.table(recs[1:], meta)
   path = tmp_path / 'p.png'
   de.plot(recs, str(path))
   img = np.asarray(Image.open(path).convert('RGB'))
