@@ -78,6 +78,9 @@ def test_load_keeps_newest_and_names_bad_line(tmp_path):
   path.write_text(json.dumps(a) + '\n' + json.dumps(b) + '\n')
   recs = de.load(str(path))
   assert len(recs) == 1 and recs[0]['rsum'] == 1.0
+  copy = dict(a, rsum=2.0, wall_s=None)  # a read-back copy does not replace the trained run
+  path.write_text(json.dumps(a) + '\n' + json.dumps(copy) + '\n')
+  assert de.load(str(path))[0]['wall_s'] == 60.0
   path.write_text(json.dumps(a) + '\nnot json\n')
   with pytest.raises(SystemExit, match=r'r.jsonl:2'):
     de.load(str(path))
