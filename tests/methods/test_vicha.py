@@ -9,7 +9,6 @@ Subprocesses start together in one fixture and share a JAX compilation cache (2 
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.tools.test_summary import ROOT, load_config
+from tests.methods.test_recipes import _env, _finish, _start
 from vlalign import config_lib, parallel
 from vlalign.data import concepts as concepts_lib
 from vlalign.data.spec import DataError
@@ -307,27 +307,7 @@ def test_bad_vicha_fields_are_named(field, value, match):
 
 
 # ----------------------------------------------------------------------------- subprocesses
-
-def _env(cache, jax_cache, devices=1):
-  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu',
-             JAX_COMPILATION_CACHE_DIR=str(jax_cache),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
-  if devices > 1:
-    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  return env
-
-
-def _start(cmd, env):
-  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc, timeout=600):
-  out, err = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, err[-4000:]
-  return out, err
-
+# _env / _start / _finish: the helpers of tests/methods/test_recipes.py (imported above).
 
 def _write_train_concepts(cache, path):
   """A concepts file for every training id of the tiny embedded data (top 15 of a fixed word
