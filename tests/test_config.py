@@ -25,6 +25,8 @@ def test_demo_config_is_valid():
     ('nan_policy', 'ignore', 'config.nan_policy'),
     ('stop_at_step', 10_000, 'config.stop_at_step'),
     ('data.resize_size', 8, 'config.data.resize_size'),
+    ('data.grayscale', 1.5, 'config.data.grayscale'),
+    ('data.grayscale', -0.1, 'not a probability'),
     ('data.sources', ('s3://bucket/x',), 'config.data.sources'),
     ('data.sources', ('tfds:coco_captions',), 'config.data.sources'),
     ('data.sources', (), 'config.data.sources'),

@@ -54,6 +54,9 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'resize_size': 52,
       'random_crop': True,
       'flip': False,
+      # Probability that a training image is turned to grey (its caption still names colours):
+      # those pairs can only be matched on shape, size and position.
+      'grayscale': 0.0,
       'max_len': 32,
       'shuffle_buffer': 4096,
       # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
@@ -261,6 +264,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(d.global_batch > 0, 'data.global_batch', 'must be positive')
   _check(d.resize_size >= d.image_size, 'data.resize_size',
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')
+  _check(0.0 <= d.grayscale <= 1.0, 'data.grayscale', f'{d.grayscale} is not a probability')
   _check(d.max_len >= 3, 'data.max_len', 'must hold [CLS], a token and [SEP]')
   _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
   _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)

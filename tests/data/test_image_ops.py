@@ -40,3 +40,21 @@ def test_png_claiming_a_huge_size_is_refused_before_decoding():
   # A small limit refuses an ordinary image the same way.
   with pytest.raises(tf.errors.InvalidArgumentError, match='more than 100 pixels'):
     image_ops.decode(tf.constant(_encode('PNG', 20, 20)), max_pixels=100)
+
+
+def test_grayscale_view_is_luminance_and_keeps_the_crop():
+  """grayscale=1 gives the ITU-R 601 luminance of the same crop in all channels; grayscale=0 is
+  the plain view; over many keys about the requested fraction of views is grey."""
+  rng = np.random.default_rng(0)
+  img = tf.constant(rng.integers(0, 256, (40, 40, 3)), tf.uint8)
+  key = tf.constant([3, 7], tf.int64)
+  kw = dict(resize=36, crop=32, random_crop=True, flip=True)
+  plain = image_ops.train_view(img, key, **kw).numpy()
+  np.testing.assert_array_equal(image_ops.train_view(img, key, grayscale=0.0, **kw).numpy(), plain)
+  grey = image_ops.train_view(img, key, grayscale=1.0, **kw).numpy()
+  expected = (plain + 1) / 2 @ np.array([0.2989, 0.587, 0.114]) * 2 - 1  # views are in [-1, 1]
+  for c in range(3):
+    np.testing.assert_allclose(grey[..., c], expected, atol=2e-3)
+  is_grey = [np.ptp(image_ops.train_view(img, tf.constant([3, k], tf.int64), grayscale=0.3,
+                                         **kw).numpy(), axis=-1).max() == 0 for k in range(200)]
+  assert 0.2 < np.mean(is_grey) < 0.4

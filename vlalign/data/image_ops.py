@@ -49,8 +49,9 @@ def resize_shorter(img: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, random_crop: bool,
-               flip: bool) -> tf.Tensor:
-  """ALIGN-style train view: resize shorter side, random (or centre) crop, optional flip."""
+               flip: bool, grayscale: float = 0.0) -> tf.Tensor:
+  """ALIGN-style train view: resize shorter side, random (or centre) crop, optional flip; with
+  probability `grayscale` the view is turned to grey (the same grey in all three channels)."""
   img = resize_shorter(img, resize)
   seeds = tf.random.experimental.stateless_split(seed, 2)
   if random_crop:
@@ -59,6 +60,10 @@ def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, rando
     img = center_crop(img, crop)
   if flip:
     img = tf.image.stateless_random_flip_left_right(img, seed=seeds[1])
+  if grayscale:
+    # Its own stream (fold_in), so crops and flips stay those of a run without it.
+    u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 3))
+    img = tf.where(u < grayscale, tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(img)), img)
   return normalize(img)
 
 

@@ -126,7 +126,7 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
     decoded = image_ops.decode(e['image'])
     img = image_ops.train_view(decoded, key, resize=data_cfg.resize_size,
                                crop=data_cfg.image_size, random_crop=data_cfg.random_crop,
-                               flip=data_cfg.flip)
+                               flip=data_cfg.flip, grayscale=data_cfg.grayscale)
     img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
     out = {'image': img, 'text': e['text'], 'id': e['id'],
            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
