@@ -175,3 +175,24 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(tmp_path / 'text.png') as sheet:
     assert sheet.size == (8 + 5 * 168, 40 + 160 + 70)
+
+
+def test_hires_demo_with_grey_views_trains_through_main(tmp_path, cache):
+  """`configs/demo.py:tiny,hires` with data.grayscale reaches the model through main: the image
+  tower sees 64-px images through a 2 x 2 token grid, and the run trains (finite, falling loss)."""
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny,hires',
+                         f'--workdir={tmp_path}', '--config.data.grayscale=0.5',
+                         '--config.evals.heldout=False'], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  from vlalign import config_lib, train  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_module(os.path.join(ROOT, 'configs', 'demo.py')).get_config(
+      'tiny,hires')
+  assert (config.data.image_size, config.model.image.patch) == (64, 32)
+  config.data.cache_dir = str(cache)
+  r = train.restore_for_inference(config, str(tmp_path))
+  assert r['step'] == 6
+  assert r['params']['image_tower']['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  loss = losses(tmp_path)
+  assert all(np.isfinite(v) for v in loss.values()) and loss[6] < loss[2]
