@@ -48,6 +48,16 @@ def test_bad_values_name_the_field(field, value, match):
     config_lib.validate(config)
 
 
+def test_hybrid_stem_needs_room_for_its_patchify():
+  config = _demo()
+  config.model.image.update(stem='hybrid', patch=4)
+  config.data.update(image_size=48, resize_size=52)
+  with pytest.raises(config_lib.ConfigError, match='needs model.image.patch >= 8'):
+    config_lib.validate(config)
+  config.model.image.patch = 16
+  config_lib.validate(config)
+
+
 def test_unknown_field_is_refused_at_load():
   config = _demo()
   with pytest.raises(AttributeError, match='totl_steps'):

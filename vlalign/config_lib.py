@@ -273,7 +273,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
   if m.image.name == 'vit':
-    _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv'))
+    _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
+    _check(m.image.stem != 'hybrid' or m.image.patch >= 8, 'model.image.stem',
+           f'"hybrid" (a 4x4 patchify, then stride-2 convolutions) needs model.image.patch >= 8, '
+           f'got {m.image.patch}')
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
   for tower in ('image', 'text'):
     _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)

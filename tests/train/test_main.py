@@ -177,12 +177,14 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
     assert sheet.size == (8 + 5 * 168, 40 + 160 + 70)
 
 
-def test_hires_demo_with_grey_views_trains_through_main(tmp_path, cache):
-  """`configs/demo.py:tiny,hires` with data.grayscale reaches the model through main: the image
-  tower sees 64-px images through a 2 x 2 token grid, and the run trains (finite, falling loss)."""
+def test_hires_demo_with_hybrid_stem_and_grey_views_trains_through_main(tmp_path, cache):
+  """`configs/demo.py:tiny,hires` with the hybrid stem and data.grayscale reaches the model
+  through main: 64-px images, a 4x4 patchify then stride-2 convolutions down to a 2 x 2 token
+  grid, and the run trains (finite, falling loss)."""
   env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny,hires',
                          f'--workdir={tmp_path}', '--config.data.grayscale=0.5',
+                         '--config.model.image.stem=hybrid',
                          '--config.evals.heldout=False'], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
@@ -190,9 +192,15 @@ def test_hires_demo_with_grey_views_trains_through_main(tmp_path, cache):
   config = config_lib.load_config_module(os.path.join(ROOT, 'configs', 'demo.py')).get_config(
       'tiny,hires')
   assert (config.data.image_size, config.model.image.patch) == (64, 32)
+  config.model.image.stem = 'hybrid'
   config.data.cache_dir = str(cache)
   r = train.restore_for_inference(config, str(tmp_path))
   assert r['step'] == 6
-  assert r['params']['image_tower']['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  tower = r['params']['image_tower']
+  assert tower['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  # patchify 4 -> 16 x 16, then convs to 8, 4, 2 (conv0 and conv1 are what the patchify replaced)
+  assert sorted(k for k in tower['conv_stem'] if k.startswith(('conv', 'patchify'))) == [
+      'conv2', 'conv3', 'conv4', 'patchify']
+  assert tower['conv_stem']['patchify']['kernel'].shape[:2] == (4, 4)
   loss = losses(tmp_path)
   assert all(np.isfinite(v) for v in loss.values()) and loss[6] < loss[2]

@@ -71,18 +71,35 @@ class Encoder(nn.Module):
 class ConvStem(nn.Module):
   """Stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection to `width`
   (the convolutional stem of Xiao et al. 2021, "Early convolutions help transformers see
-  better"); `patch` must be a power of two."""
+  better"); `patch` must be a power of two. `patchify` > 1 (a power of two below `patch`)
+  replaces the first log2(patchify) convolutions by one linear patchify x patchify, stride
+  patchify projection (no norm) to the channels they would have produced: the same grid and
+  widths, much cheaper where the resolution is highest (XLA:CPU runs small-channel 3x3
+  convolutions slowly)."""
   patch: int
   width: int
   dtype: Dtype = jnp.float32
+  patchify: int = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     n_down = self.patch.bit_length() - 1
     if 2 ** n_down != self.patch:
       raise ValueError(f'model.image.stem="conv" needs a power-of-two patch, got {self.patch}')
+    skip = self.patchify.bit_length() - 1
+    if 2 ** skip != self.patchify or self.patchify >= self.patch:
+      raise ValueError(f'the hybrid stem needs a power-of-two patchify below the patch '
+                       f'({self.patch}), got {self.patchify}')
     channels = max(self.width // 2 ** (n_down - 1), 16)
-    for i in range(n_down):
+    first = 0
+    if skip:
+      channels *= 2 ** (skip - 1)
+      x = nn.Conv(channels, (self.patchify, self.patchify), strides=(self.patchify,) * 2,
+                  padding='VALID', dtype=self.dtype, name='patchify')(x)
+      x = nn.gelu(x)
+      channels *= 2
+      first = skip
+    for i in range(first, n_down):
       x = nn.Conv(channels, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
                   name=f'conv{i}')(x)
       x = nn.LayerNorm(dtype=self.dtype, name=f'norm{i}')(x)
@@ -116,13 +133,15 @@ class ViT(nn.Module):
     them; `return_levels`: returns (pooled, {'levels': [n, depth, width] final-normed [CLS] of
     every block, 'tokens': final-normed outputs [n, 1 + patches (+ m), width]})."""
     images = images.astype(self.dtype)
-    if self.stem == 'conv':
-      x = ConvStem(self.patch, self.width, self.dtype, name='conv_stem')(images)
+    if self.stem in ('conv', 'hybrid'):
+      x = ConvStem(self.patch, self.width, self.dtype, patchify=4 if self.stem == 'hybrid' else 1,
+                   name='conv_stem')(images)
     elif self.stem == 'patch':
       x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
                   padding='VALID', dtype=self.dtype, name='patch_embed')(images)
     else:
-      raise ValueError(f'model.image.stem must be "patch" or "conv", got {self.stem!r}')
+      raise ValueError(f'model.image.stem must be "patch", "conv" or "hybrid", got '
+                       f'{self.stem!r}')
     n, h, w, c = x.shape
     x = x.reshape(n, h * w, c)
     cls = self.param('cls', nn.initializers.zeros, (1, 1, c))
