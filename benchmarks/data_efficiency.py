@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # recipe -> (config argument for vlalign.main, one-line description for the table)
 RECIPES = {
-    'clip': ('configs/demo.py', 'ALIGN/CLIP softmax contrastive (the demo)'),
+    'clip': ('configs/demo.py:v48', 'ALIGN/CLIP softmax contrastive (the demo, 48-px towers)'),
     'zerovl': ('configs/zerovl_vit_b16.py:small',
                'ZeroVL: debiased sampling, coin-flip mixup, text aug, 2 decoupled micro-batches'),
     'declip': ('configs/declip_vit_b32.py:small', 'DeCLIP: MVS + SimSiam + MLM + NNS'),

@@ -53,7 +53,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """BriVL at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
   args = set(filter(None, (arg or '').split(',')))
   if args & {'small', 'tiny'}:
-    config = _load('demo.py').get_config('tiny' if 'tiny' in args else '')
+    config = _load('demo.py').get_config('tiny' if 'tiny' in args else 'v48')
     brivl_method(config, queue_batches=8 if 'small' in args and 'tiny' not in args else 3)
     return config
   return paper_config()

@@ -71,7 +71,7 @@ def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_s
 def demo_config(arg: str) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the DeCLIP objective."""
   tiny = 'tiny' in arg.split(',')
-  config = _load('demo.py').get_config('tiny' if tiny else '')
+  config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   declip_method(config, bank_batches=3 if tiny else 8)
   # SimSiam heads scaled with the embedding (the paper's 1024 / 512 go with 512-d embeddings):
   # 2 x embed_dim wide, predictor bottleneck half of that.

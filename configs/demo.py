@@ -1,35 +1,47 @@
-"""Demo: a small ViT + text transformer on the embedded shapes data; a few minutes on a CPU.
+"""Demo: a small ViT + text transformer on the embedded shapes data; about 10 minutes on 2 CPU
+cores.
 
-get_config(arg): arg is a comma-separated list; `tiny` shrinks everything for tests; `hires`
-feeds 64-px images through a one-layer-deeper conv stem (patch 32: a 2 x 2 token grid, the
-scenes' quadrants). On the embedded data `hires` reaches zero-shot shape 0.88 (the default: 0.62)
-at fewer FLOPs per step, but XLA:CPU runs its convolutions slowly: about 14.5 min instead of
-about 9 on 2 cores (docs/BENCHMARKS.md, "Shape, 2026-11-23").
+get_config(arg): arg is a comma-separated list of options:
+  (none)  64-px images, a 'hybrid' stem (4x4 linear patchify, then stride-2 3x3 convolutions)
+          down to a 2 x 2 token grid (the scenes' quadrants), 4 ViT blocks of width 128, a
+          2-layer text transformer, 600 steps of 512 (docs/BENCHMARKS.md, "Demo run").
+  conv    the same with a full 3x3 conv stem from 64 px (zero-shot shape 0.88 instead of 0.80,
+          but XLA:CPU runs its small-channel convolutions slowly: about 14.5 min).
+  v48     the towers before 2026-11-23: 48-px images, conv stem to a 3 x 3 grid (shape 0.62).
+          The recipes' `small` variants and the data-efficiency table use these, which keeps
+          their recorded results reproducible.
+  tiny    a seconds-long variant for tests (48 px, width 32, 6 steps).
 """
 
 from vlalign import config_lib
 
+OPTIONS = ('conv', 'v48', 'tiny')
+
 
 def get_config(arg: str = ''):
-  """The demo config; `tiny` gives a seconds-long variant for tests."""
+  """The demo config with the options in `arg` (see the module docstring)."""
   args = set(filter(None, (arg or '').split(',')))
+  unknown = args - set(OPTIONS)
+  if unknown:
+    raise ValueError(f'configs/demo.py: unknown option(s) {sorted(unknown)}; known: {OPTIONS}')
   config = config_lib.base_config()
   config.total_steps = 600
   config.data.global_batch = 512
   config.optimizer.lr = 3e-3
   config.optimizer.warmup_steps = 50
-  # A convolutional stem with 16-px patches: 9 tokens per 48-px image, and convolutions see shape.
-  config.model.image.update(stem='conv', patch=16)
+  # Convolutions see shape; a 2 x 2 grid of 32-px patches at 64 px (shape 0.80 vs 0.62 for 48 px
+  # and 16-px patches, at fewer FLOPs: docs/BENCHMARKS.md, "Shape, 2026-11-23").
+  config.data.update(image_size=64, resize_size=68)
+  config.model.image.update(stem='hybrid', patch=32)
+  if 'conv' in args:
+    config.model.image.stem = 'conv'
+  if 'v48' in args or 'tiny' in args:
+    config.data.update(image_size=48, resize_size=52)
+    config.model.image.update(stem='conv', patch=16)
   config.model.text.update(width=96, depth=2)
   config.model.temperature_init = 0.07
   config.log_every = 25
   config.checkpoint_every = 100
-  unknown = args - {'tiny', 'hires'}
-  if unknown:
-    raise ValueError(f'configs/demo.py: unknown option(s) {sorted(unknown)}; known: hires, tiny')
-  if 'hires' in args:
-    config.data.update(image_size=64, resize_size=68)
-    config.model.image.patch = 32
   if 'tiny' in args:
     config.total_steps = 6
     config.data.global_batch = 16
@@ -39,8 +51,7 @@ def get_config(arg: str = ''):
     config.data.embedded.vocab_size = 300
     config.data.shuffle_buffer = 64
     config.data.eval_batch = 50
-    config.model.image.update(width=32, depth=1, num_heads=2,
-                              patch=32 if 'hires' in args else 8)
+    config.model.image.update(width=32, depth=1, num_heads=2, patch=8)
     config.model.text.update(width=32, depth=1, num_heads=2)
     config.model.embed_dim = 32
     config.optimizer.warmup_steps = 2

@@ -2,7 +2,8 @@
 
 Logit scale s initialised at 10 (temperature 0.1, learned as log s) and a learnable logit bias at
 -10, the SigLIP initialisation; the loss goes round the device ring (loss.impl='blockwise', b x b
-logits per device). get_config(arg) takes demo.py's args (`tiny` for tests).
+logits per device). get_config(arg) takes demo.py's args (`tiny` for tests); with none it
+uses demo.py's `v48` towers, the ones its rows in docs/BENCHMARKS.md were measured with.
 """
 
 import os
@@ -18,7 +19,7 @@ def _load_demo():
 
 def get_config(arg: str = ''):
   """The demo config with the SigLIP loss and initialisation."""
-  config = _load_demo().get_config(arg)
+  config = _load_demo().get_config(arg or 'v48')  # the towers its BENCHMARKS rows used
   config.loss.update(name='sigmoid', impl='blockwise')
   config.model.temperature_init = 0.1
   config.model.bias_init = -10.0

@@ -84,7 +84,7 @@ def paper_config() -> ml_collections.ConfigDict:
 def demo_config(arg: str) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the ViCHA objective."""
   tiny = 'tiny' in arg.split(',')
-  config = _load('demo.py').get_config('tiny' if tiny else '')
+  config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   if tiny:
     config.model.image.update(depth=2)
     config.model.text.update(depth=2)

@@ -67,7 +67,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     return paper_config()
   demo = config_lib.load_config_module(
       os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py'))
-  config = demo.get_config('tiny' if 'tiny' in args else '')
+  config = demo.get_config('tiny' if 'tiny' in args else 'v48')
   config.data.sources = ('embedded:studio', 'embedded:sketch')
   zerovl_pieces(config, micro_batches=2)
   # On a CPU the unrolled micro-batch loop is 4x faster than the looped one (methods/zerovl.py

@@ -35,6 +35,7 @@ def test_quarter_command_overrides_sizes_seed_and_budget():
   assert '--config.data.global_batch=64' in cmd
   full = de.command('clip', 'full', 0, 120, 64, '/tmp/w')
   assert '--config.data.embedded.train_sizes.studio=12000' in full
+  assert '--config=configs/demo.py:v48' in full  # the towers its recorded rows used
 
 
 def test_aggregate_mean_and_sample_std_match_numpy():

@@ -177,22 +177,31 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
     assert sheet.size == (8 + 5 * 168, 40 + 160 + 70)
 
 
-def test_hires_demo_with_hybrid_stem_and_grey_views_trains_through_main(tmp_path, cache):
-  """`configs/demo.py:tiny,hires` with the hybrid stem and data.grayscale reaches the model
-  through main: 64-px images, a 4x4 patchify then stride-2 convolutions down to a 2 x 2 token
-  grid, and the run trains (finite, falling loss)."""
-  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny,hires',
-                         f'--workdir={tmp_path}', '--config.data.grayscale=0.5',
-                         '--config.model.image.stem=hybrid',
-                         '--config.evals.heldout=False'], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+def test_demo_towers_with_grey_views_train_through_main(tmp_path, cache):
+  """The default demo's image tower (64 px, the hybrid stem: a 4x4 patchify then stride-2
+  convolutions down to a 2 x 2 token grid), at tiny width, with data.grayscale, trains through
+  main: finite, falling loss, and the checkpoint holds that stem."""
   from vlalign import config_lib, train  # pylint: disable=g-import-not-at-top
-  config = config_lib.load_config_module(os.path.join(ROOT, 'configs', 'demo.py')).get_config(
-      'tiny,hires')
-  assert (config.data.image_size, config.model.image.patch) == (64, 32)
-  config.model.image.stem = 'hybrid'
+  demo = config_lib.load_config_module(os.path.join(ROOT, 'configs', 'demo.py'))
+  full = demo.get_config('')
+  towers = {'data.image_size': full.data.image_size, 'data.resize_size': full.data.resize_size,
+            'model.image.patch': full.model.image.patch, 'model.image.stem': full.model.image.stem}
+  assert towers == {'data.image_size': 64, 'data.resize_size': 68, 'model.image.patch': 32,
+                    'model.image.stem': 'hybrid'}
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+                         f'--workdir={tmp_path}', '--config.data.grayscale=0.5',
+                         '--config.evals.heldout=False',
+                         *[f'--config.{k}={v}' for k, v in towers.items()]],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  config = demo.get_config('tiny')
+  for k, v in towers.items():
+    section, field = k.rsplit('.', 1)
+    node = config
+    for part in section.split('.'):
+      node = node[part]
+    node[field] = v
   config.data.cache_dir = str(cache)
   r = train.restore_for_inference(config, str(tmp_path))
   assert r['step'] == 6
