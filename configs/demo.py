@@ -1,4 +1,4 @@
-"""Demo: a small ViT + text transformer on the embedded shapes data; about 10 minutes on 2 CPU
+"""Demo: a small ViT + text transformer on the embedded shapes data; 10-12 minutes on 2 CPU
 cores.
 
 get_config(arg): arg is a comma-separated list of options:
