@@ -11,6 +11,7 @@ import ml_collections
 from vlalign.data import spec as data_spec
 from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
+from vlalign.models import vit
 
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
@@ -274,9 +275,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
-    _check(m.image.stem != 'hybrid' or m.image.patch >= 8, 'model.image.stem',
-           f'"hybrid" (a 4x4 patchify, then stride-2 convolutions) needs model.image.patch >= 8, '
-           f'got {m.image.patch}')
+    k = vit.HYBRID_PATCHIFY
+    _check(m.image.stem != 'hybrid' or m.image.patch >= 2 * k, 'model.image.stem',
+           f'"hybrid" (a {k}x{k} patchify, then stride-2 convolutions) needs model.image.patch '
+           f'>= {2 * k}, got {m.image.patch}')
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
   for tower in ('image', 'text'):
     _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)

@@ -196,13 +196,8 @@ def test_demo_towers_with_grey_views_train_through_main(tmp_path, cache):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-4000:]
   config = demo.get_config('tiny')
-  for k, v in towers.items():
-    section, field = k.rsplit('.', 1)
-    node = config
-    for part in section.split('.'):
-      node = node[part]
-    node[field] = v
-  config.data.cache_dir = str(cache)
+  config.data.update(image_size=64, resize_size=68, cache_dir=str(cache))
+  config.model.image.update(patch=32, stem='hybrid')
   r = train.restore_for_inference(config, str(tmp_path))
   assert r['step'] == 6
   tower = r['params']['image_tower']

@@ -63,8 +63,13 @@ def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, rando
   if grayscale:
     # Its own stream (fold_in), so crops and flips stay those of a run without it.
     u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 3))
-    img = tf.where(u < grayscale, tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(img)), img)
+    img = tf.where(u < grayscale, to_grey(img), img)
   return normalize(img)
+
+
+def to_grey(img: tf.Tensor) -> tf.Tensor:
+  """ITU-R 601 luminance in all three channels."""
+  return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(img))
 
 
 def eval_view(img: tf.Tensor, *, resize: int, crop: int) -> tf.Tensor:

@@ -23,6 +23,7 @@ import os
 
 import tensorflow as tf
 
+from vlalign.data import image_ops
 from vlalign.data.text import RESERVED
 
 SYNONYMS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'synonyms.json')
@@ -82,8 +83,7 @@ def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1
     x = tf.clip_by_value(x, 0.0, 1.0)
   u = tf.random.stateless_uniform([3], seed=k[5])
   if grayscale:
-    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(x))
-    x = tf.where(u[0] < grayscale, gray, x)
+    x = tf.where(u[0] < grayscale, image_ops.to_grey(x), x)
   if blur:
     # sigma in [0.1, 2.0] px at 224 px (SimCLR / DeCLIP), scaled to this image size.
     factor = size / 224.0

@@ -68,6 +68,10 @@ class Encoder(nn.Module):
     return norm(x), norm(jnp.stack(levels, axis=1))
 
 
+# The 'hybrid' stem's first layer: a linear HYBRID_PATCHIFY x HYBRID_PATCHIFY patchify.
+HYBRID_PATCHIFY = 4
+
+
 class ConvStem(nn.Module):
   """Stride-2 3x3 convolutions down to the patch grid, then a 1x1 projection to `width`
   (the convolutional stem of Xiao et al. 2021, "Early convolutions help transformers see
@@ -91,15 +95,13 @@ class ConvStem(nn.Module):
       raise ValueError(f'the hybrid stem needs a power-of-two patchify below the patch '
                        f'({self.patch}), got {self.patchify}')
     channels = max(self.width // 2 ** (n_down - 1), 16)
-    first = 0
     if skip:
-      channels *= 2 ** (skip - 1)
-      x = nn.Conv(channels, (self.patchify, self.patchify), strides=(self.patchify,) * 2,
-                  padding='VALID', dtype=self.dtype, name='patchify')(x)
+      x = nn.Conv(channels * 2 ** (skip - 1), (self.patchify, self.patchify),
+                  strides=(self.patchify,) * 2, padding='VALID', dtype=self.dtype,
+                  name='patchify')(x)
       x = nn.gelu(x)
-      channels *= 2
-      first = skip
-    for i in range(first, n_down):
+      channels *= 2 ** skip
+    for i in range(skip, n_down):
       x = nn.Conv(channels, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
                   name=f'conv{i}')(x)
       x = nn.LayerNorm(dtype=self.dtype, name=f'norm{i}')(x)
@@ -134,7 +136,7 @@ class ViT(nn.Module):
     every block, 'tokens': final-normed outputs [n, 1 + patches (+ m), width]})."""
     images = images.astype(self.dtype)
     if self.stem in ('conv', 'hybrid'):
-      x = ConvStem(self.patch, self.width, self.dtype, patchify=4 if self.stem == 'hybrid' else 1,
+      x = ConvStem(self.patch, self.width, self.dtype, patchify=HYBRID_PATCHIFY if self.stem == 'hybrid' else 1,
                    name='conv_stem')(images)
     elif self.stem == 'patch':
       x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
