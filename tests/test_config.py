@@ -36,6 +36,7 @@ def test_demo_config_is_valid():
     ('data.filters.max_aspect_ratio', 0.5, 'config.data.filters.max_aspect_ratio'),
     ('data.filters.max_shared_text', 10, 'config.data.filters.stats_file'),
     ('data.max_text_bytes', 0, 'config.data.max_text_bytes'),
+    ('model.image.stem_conv', 'winograd', 'config.model.image.stem_conv'),
 ])
 def test_bad_values_name_the_field(field, value, match):
   config = _demo()

@@ -89,7 +89,11 @@ def _data_defaults() -> ml_collections.ConfigDict:
 def _model_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       'image': {'name': 'vit', 'patch': 8, 'width': 128, 'depth': 4, 'num_heads': 4,
-                'mlp_ratio': 4.0, 'pool': 'cls', 'stem': 'patch', 'dropout': 0.0},
+                'mlp_ratio': 4.0, 'pool': 'cls', 'stem': 'patch',
+                # How the conv/hybrid stems run their 3x3 convolutions: 'xla' (lax.conv) or
+                # 'matmul' (im2col by slicing + one matmul; same parameters, much faster on
+                # XLA:CPU: docs/BENCHMARKS.md, "Demo step").
+                'stem_conv': 'xla', 'dropout': 0.0},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0},
       'embed_dim': 128,
@@ -280,6 +284,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'"hybrid" (a {k}x{k} patchify, then stride-2 convolutions) needs model.image.patch '
            f'>= {2 * k}, got {m.image.patch}')
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
+    _check_choice(m.image.get('stem_conv', 'xla'), 'model.image.stem_conv', vit.STEM_CONVS)
   for tower in ('image', 'text'):
     _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)
   _check(m.vocab_size >= 0, 'model.vocab_size', 'must be 0 (the tokenizer\'s) or positive')

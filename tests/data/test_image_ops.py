@@ -58,3 +58,19 @@ def test_grayscale_view_is_luminance_and_keeps_the_crop():
   is_grey = [np.ptp(image_ops.train_view(img, tf.constant([3, k], tf.int64), grayscale=0.3,
                                          **kw).numpy(), axis=-1).max() == 0 for k in range(200)]
   assert 0.2 < np.mean(is_grey) < 0.4
+
+
+def test_resize_shorter_antialiases_only_when_shrinking():
+  """Enlarging uses plain bilinear, which equals the antialiased kernel there; shrinking keeps
+  the antialiasing (a 1-pixel checkerboard averages to grey instead of aliasing)."""
+  rng = np.random.RandomState(0)
+  img = tf.constant(rng.randint(0, 256, (64, 80, 3)), tf.uint8)
+  up = image_ops.resize_shorter(img, 68)
+  assert up.shape == (68, 85, 3)
+  np.testing.assert_allclose(up.numpy(), tf.image.resize(img, [68, 85], antialias=True).numpy(),
+                             atol=1e-3)
+  board = tf.constant(np.indices((64, 64)).sum(0)[..., None].repeat(3, -1) % 2 * 255, tf.uint8)
+  down = image_ops.resize_shorter(board, 27).numpy()
+  np.testing.assert_allclose(down, tf.image.resize(board, [27, 27], antialias=True).numpy(),
+                             atol=1e-3)
+  assert np.abs(down - 127.5).max() < 40  # not aliased

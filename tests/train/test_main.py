@@ -179,15 +179,16 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
 
 def test_demo_towers_with_grey_views_train_through_main(tmp_path, cache):
   """The default demo's image tower (64 px, the hybrid stem: a 4x4 patchify then stride-2
-  convolutions down to a 2 x 2 token grid), at tiny width, with data.grayscale, trains through
+  convolutions down to a 2 x 2 token grid, run as matmuls), at tiny width, with data.grayscale, trains through
   main: finite, falling loss, and the checkpoint holds that stem."""
   from vlalign import config_lib, train  # pylint: disable=g-import-not-at-top
   demo = config_lib.load_config_module(os.path.join(ROOT, 'configs', 'demo.py'))
   full = demo.get_config('')
   towers = {'data.image_size': full.data.image_size, 'data.resize_size': full.data.resize_size,
-            'model.image.patch': full.model.image.patch, 'model.image.stem': full.model.image.stem}
+            'model.image.patch': full.model.image.patch, 'model.image.stem': full.model.image.stem,
+            'model.image.stem_conv': full.model.image.stem_conv}
   assert towers == {'data.image_size': 64, 'data.resize_size': 68, 'model.image.patch': 32,
-                    'model.image.stem': 'hybrid'}
+                    'model.image.stem': 'hybrid', 'model.image.stem_conv': 'matmul'}
   env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
                          f'--workdir={tmp_path}', '--config.data.grayscale=0.5',

@@ -41,11 +41,14 @@ def decode(image_bytes: tf.Tensor, max_pixels: int = MAX_PIXELS) -> tf.Tensor:
 
 
 def resize_shorter(img: tf.Tensor, size: int) -> tf.Tensor:
-  """Resizes so the shorter side is `size` (bilinear, antialiased)."""
+  """Resizes so the shorter side is `size` (bilinear; antialiased when shrinking). Enlarging
+  takes the plain bilinear kernel, which for factors above 1 equals the antialiased one up to
+  float round-off (tested) at about a third of the cost (docs/BENCHMARKS.md, "Demo step")."""
   shape = tf.cast(tf.shape(img)[:2], tf.float32)
   factor = tf.cast(size, tf.float32) / tf.reduce_min(shape)
   new = tf.cast(tf.math.round(shape * factor), tf.int32)
-  return tf.image.resize(img, new, antialias=True)
+  return tf.cond(factor < 1.0, lambda: tf.image.resize(img, new, antialias=True),
+                 lambda: tf.image.resize(img, new, antialias=False))
 
 
 def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, random_crop: bool,

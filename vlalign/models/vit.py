@@ -3,6 +3,7 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 Dtype = Any
@@ -68,6 +69,53 @@ class Encoder(nn.Module):
     return norm(x), norm(jnp.stack(levels, axis=1))
 
 
+class StridedConv3x3(nn.Module):
+  """A 3x3, stride-2, SAME-padded convolution computed as one matrix multiply over the nine
+  strided shifts of the input (im2col by slicing). Same parameters (names, shapes and
+  initialisers) and, up to float round-off, the same outputs as nn.Conv(features, (3, 3),
+  strides=2, padding='SAME'). XLA:CPU runs the small-channel strided convolutions of the conv
+  stem 1-12x slower than this form (docs/BENCHMARKS.md, "Demo step")."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    n, h, w, c = x.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (3, 3, c, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    x = x.astype(self.dtype)
+    oh, ow = -(-h // 2), -(-w // 2)
+    pad_h, pad_w = max(2 * oh + 1 - h, 0), max(2 * ow + 1 - w, 0)  # SAME: as lax computes it
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
+                    (0, 0)))
+    shifts = [jax.lax.slice(x, (0, dy, dx, 0), (n, dy + 2 * oh - 1, dx + 2 * ow - 1, c),
+                            (1, 2, 2, 1)) for dy in range(3) for dx in range(3)]
+    y = jnp.concatenate(shifts, axis=-1) @ kernel.reshape(9 * c, self.features).astype(self.dtype)
+    return y + bias.astype(self.dtype)
+
+
+class PatchifyMatmul(nn.Module):
+  """A p x p, stride-p, VALID convolution as a reshape and one matmul: nn.Conv's parameters
+  and, up to round-off, its outputs (about 3x faster on XLA:CPU for the hybrid stem)."""
+  features: int
+  patch: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    n, h, w, c = x.shape
+    p = self.patch
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (p, p, c, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    gh, gw = h // p, w // p
+    x = x[:, :gh * p, :gw * p].astype(self.dtype).reshape(n, gh, p, gw, p, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, gh, gw, p * p * c)
+    return x @ kernel.reshape(p * p * c, self.features).astype(self.dtype) + bias.astype(
+        self.dtype)
+
+
+STEM_CONVS = ('xla', 'matmul')
+
 # The 'hybrid' stem's first layer: a linear HYBRID_PATCHIFY x HYBRID_PATCHIFY patchify.
 HYBRID_PATCHIFY = 4
 
@@ -84,6 +132,8 @@ class ConvStem(nn.Module):
   width: int
   dtype: Dtype = jnp.float32
   patchify: int = 1
+  conv_impl: str = 'xla'  # one of STEM_CONVS: lax's convolutions, or StridedConv3x3 and
+  # PatchifyMatmul
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -95,15 +145,25 @@ class ConvStem(nn.Module):
       raise ValueError(f'the hybrid stem needs a power-of-two patchify below the patch '
                        f'({self.patch}), got {self.patchify}')
     channels = max(self.width // 2 ** (n_down - 1), 16)
-    if skip:
+    if self.conv_impl not in STEM_CONVS:
+      raise ValueError(f'model.image.stem_conv must be one of {STEM_CONVS}, got '
+                       f'{self.conv_impl!r}')
+    if skip and self.conv_impl == 'matmul':
+      x = PatchifyMatmul(channels * 2 ** (skip - 1), self.patchify, self.dtype,
+                         name='patchify')(x)
+    elif skip:
       x = nn.Conv(channels * 2 ** (skip - 1), (self.patchify, self.patchify),
                   strides=(self.patchify,) * 2, padding='VALID', dtype=self.dtype,
                   name='patchify')(x)
+    if skip:
       x = nn.gelu(x)
       channels *= 2 ** skip
     for i in range(skip, n_down):
-      x = nn.Conv(channels, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                  name=f'conv{i}')(x)
+      if self.conv_impl == 'matmul':
+        x = StridedConv3x3(channels, self.dtype, name=f'conv{i}')(x)
+      else:
+        x = nn.Conv(channels, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                    name=f'conv{i}')(x)
       x = nn.LayerNorm(dtype=self.dtype, name=f'norm{i}')(x)
       x = nn.gelu(x)
       channels *= 2
@@ -120,6 +180,7 @@ class ViT(nn.Module):
   mlp_ratio: float = 4.0
   pool: str = 'cls'
   stem: str = 'patch'
+  stem_conv: str = 'xla'  # 'conv'/'hybrid' stems' 3x3 convolutions: one of STEM_CONVS
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
@@ -137,7 +198,7 @@ class ViT(nn.Module):
     images = images.astype(self.dtype)
     if self.stem in ('conv', 'hybrid'):
       x = ConvStem(self.patch, self.width, self.dtype, patchify=HYBRID_PATCHIFY if self.stem == 'hybrid' else 1,
-                   name='conv_stem')(images)
+                   conv_impl=self.stem_conv, name='conv_stem')(images)
     elif self.stem == 'patch':
       x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
                   padding='VALID', dtype=self.dtype, name='patch_embed')(images)
