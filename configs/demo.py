@@ -7,8 +7,8 @@ get_config(arg): arg is a comma-separated list of options:
           2-layer text transformer, 600 steps of 512 (docs/BENCHMARKS.md, "Demo run"). The
           stem's convolutions run as matmuls (model.image.stem_conv): the same model, about
           2x faster on XLA:CPU.
-  conv    the same with a full 3x3 conv stem from 64 px (zero-shot shape 0.88 instead of 0.80,
-          but XLA:CPU runs its small-channel convolutions slowly: about 14.5 min).
+  conv    the same with a full 3x3 conv stem from 64 px (zero-shot shape 0.91 instead of 0.83,
+          at 10.5 min instead of 8: over the demo's 10-minute budget on 2 cores).
   v48     the towers before 2026-11-23: 48-px images, conv stem to a 3 x 3 grid (shape 0.62).
           The recipes' `small` variants and the data-efficiency table use these, which keeps
           their recorded results reproducible.
