@@ -228,12 +228,26 @@ def _check_choice(value: Any, field: str, choices) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the first bad field; call before building anything."""
+  """Raises ConfigError naming the first bad field; call before building anything. Checks run
+  section by section in a fixed order: run length, data, model, loss and optimizer, runtime
+  (partitioning, mesh, NaN policy, profiling), evaluations, accumulation and mixup, views,
+  method."""
   _check(isinstance(config.total_steps, int) and config.total_steps > 0, 'total_steps',
          f'must be a positive int, got {config.total_steps!r}')
   _check(0 <= config.stop_at_step <= config.total_steps, 'stop_at_step',
          f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
-  d, m, o = config.data, config.model, config.optimizer
+  _validate_data(config)
+  _validate_model(config.model, config.data)
+  _validate_loss_and_optimizer(config)
+  _validate_runtime(config)
+  _validate_evals(config.evals)
+  _validate_accumulation(config)
+  _validate_views(config.data.views)
+  _validate_method(config)
+
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+  d = config.data
   _check(isinstance(d.sources, (tuple, list)) and len(d.sources) > 0, 'data.sources',
          f'must be a non-empty tuple of source specs (e.g. "tfrecord:gs://bucket/pairs-*", '
          f'"wds:/data/laion/*.tar", "embedded"), got {d.sources!r}')
@@ -271,6 +285,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')
   _check(0.0 <= d.grayscale <= 1.0, 'data.grayscale', f'{d.grayscale} is not a probability')
   _check(d.max_len >= 3, 'data.max_len', 'must hold [CLS], a token and [SEP]')
+
+def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
   _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
   _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
@@ -291,6 +307,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
   _check(m.bias_init is None or abs(m.bias_init) < float('inf'), 'model.bias_init',
          f'must be None (no bias) or a finite number, got {m.bias_init!r}')
+
+def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
+  o = config.optimizer
   _check_choice(config.loss.name, 'loss.name', LOSSES)
   _check_choice(config.loss.reduction, 'loss.reduction', ('sum', 'mean'))
   _check(0.0 <= config.loss.label_smoothing < 1.0, 'loss.label_smoothing', 'must be in [0, 1)')
@@ -302,6 +321,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
          f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
   _check(o.lr > 0, 'optimizer.lr', 'must be positive')
+
+def _validate_runtime(config: ml_collections.ConfigDict) -> None:
   for i, rule in enumerate(config.partition_rules):
     _check(len(rule) == 2, f'partition_rules[{i}]', 'must be (regex, spec)')
     try:
@@ -314,8 +335,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.peak_flops_per_device >= 0, 'peak_flops_per_device', 'must be >= 0 (0: table)')
   _check(config.profile.start_step >= 0, 'profile.start_step', 'must be >= 0 (0: off)')
   _check(config.profile.num_steps >= 1, 'profile.num_steps', 'must be >= 1')
+
+def _validate_evals(evals: ml_collections.ConfigDict) -> None:
   names = set()
-  for i, entry in enumerate(config.evals.datasets):
+  for i, entry in enumerate(evals.datasets):
     field = f'evals.datasets[{i}]'
     _check(hasattr(entry, 'get') and entry.get('name') and entry.get('name') not in names and
            entry.get('name') not in ('heldout', 'retrieval', 'zeroshot') and
@@ -328,8 +351,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
                            else 'embedded')
     except data_spec.DataError as e:
       raise ConfigError(f'config.{field}.source: {e}') from e
-  for name in config.evals.zeroshot:
+  for name in evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))
+
+def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
+  d = config.data
   g = config.grad_accum.micro_batches
   _check(isinstance(g, int) and g >= 1, 'grad_accum.micro_batches',
          f'must be an int >= 1, got {g!r}')
@@ -342,9 +368,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
          f'{g} does not divide data.global_batch={d.global_batch}')
-  _validate_views(d.views)
-  _validate_method(config)
-
 
 def _validate_views(v: ml_collections.ConfigDict) -> None:
   for name in ('image2', 'text_mlm', 'text_eda', 'flip'):
