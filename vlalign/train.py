@@ -362,18 +362,23 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   return step, results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
-  the final held-out metrics ({} when stopped early by config.stop_at_step)."""
-  config_lib.validate(config)
-  workdir = os.path.abspath(workdir)  # orbax needs absolute paths
-  mesh = parallel.make_mesh(config.mesh)
+def _check_batch_split(config: ml_collections.ConfigDict, mesh) -> None:
+  """The global batch divides over the mesh's batch axes and each shard over micro-batches."""
   parallel.check_batch(config.data.global_batch, mesh, config.batch_axes)
   per_shard = config.data.global_batch // zerovl.batch_shards(mesh, config.batch_axes)
   if per_shard % config.grad_accum.micro_batches:
     raise config_lib.ConfigError(
         f'config.grad_accum.micro_batches: {config.grad_accum.micro_batches} does not divide '
         f'the {per_shard} rows each batch shard holds (data.global_batch / batch shards)')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
+  the final held-out metrics ({} when stopped early by config.stop_at_step)."""
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+  mesh = parallel.make_mesh(config.mesh)
+  _check_batch_split(config, mesh)
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
@@ -398,46 +403,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('held-out evaluation is off (config.evals.heldout)')
   id_log = _IdLog(workdir, config.debug.record_example_ids)
   writer = metrics_lib.make_writer(workdir)
-  progress = metrics_lib.Progress(config.total_steps, start)
-  last = config.stop_at_step or config.total_steps
   stop = _StopSignal()
-  skipped = int(jax.device_get(state.skipped))
-  peak, peak_source = perf.peak_flops_per_device(config)
-  logging.info('MFU: %s', f'logged against {peak:.4g} FLOP/s per device ({peak_source})'
-               if peak else f'not logged ({peak_source})')
   profiler = perf.Profiler(workdir, config.profile.start_step, config.profile.num_steps)
-  compiled, flops_per_step = None, 0.0
   try:
-    for step in range(start + 1, last + 1):
-      batch = parallel.global_batch(next(it), batch_sh)
-      id_log.write(step, it.ids)
-      if compiled is None:  # compiled ahead of time once, for XLA's FLOPs of the step
-        compiled = train_step.lower(state, batch).compile()
-        flops_per_step = perf.compiled_flops(compiled)
-        logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
-      profiler.before_step(step)
-      state, metrics = compiled(state, batch)
-      profiler.after_step(step, state)
-      requested = stop.requested  # read once: a signal may land during this iteration
-      stopping = bool(requested) or step == last
-      if step % config.log_every == 0 or stopping or manager.should_save(step):
-        skipped = _check_finite(state, step, config.nan_policy, skipped)
-      if step % config.log_every == 0 or stopping:
-        metrics = {**metrics, **_skip_metrics(it)}
-        _log(writer, progress, step, metrics, config.data.global_batch, flops_per_step, peak)
-      if stopping or manager.should_save(step):
-        checkpoint.save(manager, step, state, _data_checkpoint(it, config), force=stopping)
-      if requested:
-        logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
-                        'command again to resume.', requested, step)
-        return {}
-      if (evaluator and config.eval_every and step % config.eval_every == 0 and
-          step < config.total_steps):
-        _evaluate(evaluator, state, writer, workdir, step)
-    if last < config.total_steps:
-      logging.info('stopping at step %d as config.stop_at_step asks', last)
-      return {}
-    if evaluator is None:
+    state, finished = _train_loop(config, workdir, state, train_step, batch_sh, it, manager,
+                                  evaluator, writer, id_log, stop, profiler, start)
+    if not finished or evaluator is None:
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
@@ -447,3 +418,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     stop.restore()
     manager.wait_until_finished()
     writer.close()
+
+
+def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evaluator, writer,
+                id_log, stop, profiler, start) -> tuple[TrainState, bool]:
+  """Steps start+1 .. (config.stop_at_step or total_steps): logs, checks for non-finite
+  updates, checkpoints, evaluates every config.eval_every. Returns (state, finished): finished
+  is False when a signal or config.stop_at_step ended the run before total_steps."""
+  progress = metrics_lib.Progress(config.total_steps, start)
+  last = config.stop_at_step or config.total_steps
+  skipped = int(jax.device_get(state.skipped))
+  peak, peak_source = perf.peak_flops_per_device(config)
+  logging.info('MFU: %s', f'logged against {peak:.4g} FLOP/s per device ({peak_source})'
+               if peak else f'not logged ({peak_source})')
+  compiled, flops_per_step = None, 0.0
+  for step in range(start + 1, last + 1):
+    batch = parallel.global_batch(next(it), batch_sh)
+    id_log.write(step, it.ids)
+    if compiled is None:  # compiled ahead of time once, for XLA's FLOPs of the step
+      compiled = train_step.lower(state, batch).compile()
+      flops_per_step = perf.compiled_flops(compiled)
+      logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
+    profiler.before_step(step)
+    state, metrics = compiled(state, batch)
+    profiler.after_step(step, state)
+    requested = stop.requested  # read once: a signal may land during this iteration
+    stopping = bool(requested) or step == last
+    if step % config.log_every == 0 or stopping or manager.should_save(step):
+      skipped = _check_finite(state, step, config.nan_policy, skipped)
+    if step % config.log_every == 0 or stopping:
+      metrics = {**metrics, **_skip_metrics(it)}
+      _log(writer, progress, step, metrics, config.data.global_batch, flops_per_step, peak)
+    if stopping or manager.should_save(step):
+      checkpoint.save(manager, step, state, _data_checkpoint(it, config), force=stopping)
+    if requested:
+      logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
+                      'command again to resume.', requested, step)
+      return state, False
+    if (evaluator and config.eval_every and step % config.eval_every == 0 and
+        step < config.total_steps):
+      _evaluate(evaluator, state, writer, workdir, step)
+  if last < config.total_steps:
+    logging.info('stopping at step %d as config.stop_at_step asks', last)
+    return state, False
+  return state, True
