@@ -286,6 +286,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   _check(0.0 <= d.grayscale <= 1.0, 'data.grayscale', f'{d.grayscale} is not a probability')
   _check(d.max_len >= 3, 'data.max_len', 'must hold [CLS], a token and [SEP]')
 
+
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
   _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
   _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
@@ -308,6 +309,7 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   _check(m.bias_init is None or abs(m.bias_init) < float('inf'), 'model.bias_init',
          f'must be None (no bias) or a finite number, got {m.bias_init!r}')
 
+
 def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   o = config.optimizer
   _check_choice(config.loss.name, 'loss.name', LOSSES)
@@ -322,6 +324,7 @@ def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
          f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
   _check(o.lr > 0, 'optimizer.lr', 'must be positive')
 
+
 def _validate_runtime(config: ml_collections.ConfigDict) -> None:
   for i, rule in enumerate(config.partition_rules):
     _check(len(rule) == 2, f'partition_rules[{i}]', 'must be (regex, spec)')
@@ -335,6 +338,7 @@ def _validate_runtime(config: ml_collections.ConfigDict) -> None:
   _check(config.peak_flops_per_device >= 0, 'peak_flops_per_device', 'must be >= 0 (0: table)')
   _check(config.profile.start_step >= 0, 'profile.start_step', 'must be >= 0 (0: off)')
   _check(config.profile.num_steps >= 1, 'profile.num_steps', 'must be >= 1')
+
 
 def _validate_evals(evals: ml_collections.ConfigDict) -> None:
   names = set()
@@ -354,6 +358,7 @@ def _validate_evals(evals: ml_collections.ConfigDict) -> None:
   for name in evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))
 
+
 def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
   d = config.data
   g = config.grad_accum.micro_batches
@@ -368,6 +373,7 @@ def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
   _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
          f'{g} does not divide data.global_batch={d.global_batch}')
+
 
 def _validate_views(v: ml_collections.ConfigDict) -> None:
   for name in ('image2', 'text_mlm', 'text_eda', 'flip'):

@@ -148,14 +148,14 @@ class ConvStem(nn.Module):
     if self.conv_impl not in STEM_CONVS:
       raise ValueError(f'model.image.stem_conv must be one of {STEM_CONVS}, got '
                        f'{self.conv_impl!r}')
-    if skip and self.conv_impl == 'matmul':
-      x = PatchifyMatmul(channels * 2 ** (skip - 1), self.patchify, self.dtype,
-                         name='patchify')(x)
-    elif skip:
-      x = nn.Conv(channels * 2 ** (skip - 1), (self.patchify, self.patchify),
-                  strides=(self.patchify,) * 2, padding='VALID', dtype=self.dtype,
-                  name='patchify')(x)
     if skip:
+      if self.conv_impl == 'matmul':
+        x = PatchifyMatmul(channels * 2 ** (skip - 1), self.patchify, self.dtype,
+                           name='patchify')(x)
+      else:
+        x = nn.Conv(channels * 2 ** (skip - 1), (self.patchify, self.patchify),
+                    strides=(self.patchify,) * 2, padding='VALID', dtype=self.dtype,
+                    name='patchify')(x)
       x = nn.gelu(x)
       channels *= 2 ** skip
     for i in range(skip, n_down):
@@ -197,7 +197,8 @@ class ViT(nn.Module):
     every block, 'tokens': final-normed outputs [n, 1 + patches (+ m), width]})."""
     images = images.astype(self.dtype)
     if self.stem in ('conv', 'hybrid'):
-      x = ConvStem(self.patch, self.width, self.dtype, patchify=HYBRID_PATCHIFY if self.stem == 'hybrid' else 1,
+      patchify = HYBRID_PATCHIFY if self.stem == 'hybrid' else 1
+      x = ConvStem(self.patch, self.width, self.dtype, patchify=patchify,
                    conv_impl=self.stem_conv, name='conv_stem')(images)
     elif self.stem == 'patch':
       x = nn.Conv(self.width, (self.patch, self.patch), strides=(self.patch, self.patch),
