@@ -53,6 +53,10 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'global_batch': 256,
       'image_size': 48,
       'resize_size': 52,
+      # Per-channel pixel mean / std in 0..255 units (image_ops.normalize): the default maps
+      # pixels to [-1, 1]; checkpoints trained otherwise need theirs (image_ops.CLIP_MEAN, ...).
+      'pixel_mean': (127.5, 127.5, 127.5),
+      'pixel_std': (127.5, 127.5, 127.5),
       'random_crop': True,
       'flip': False,
       # Probability that a training image is turned to grey (its caption still names colours):
@@ -281,6 +285,12 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
          'data.filters.stats_file', 'is empty, but max_shared_text / min_unigram_count need '
          'corpus text statistics (text_stats.json, written by python -m vlalign.tools.convert)')
   _check(d.global_batch > 0, 'data.global_batch', 'must be positive')
+  for field in ('pixel_mean', 'pixel_std'):
+    v = d[field]
+    _check(isinstance(v, (tuple, list)) and len(v) == 3
+           and all(isinstance(x, (int, float)) for x in v), f'data.{field}',
+           f'must be 3 numbers (0..255 units, one per RGB channel), got {v!r}')
+  _check(all(x > 0 for x in d.pixel_std), 'data.pixel_std', f'must be positive, got {d.pixel_std!r}')
   _check(d.resize_size >= d.image_size, 'data.resize_size',
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')
   _check(0.0 <= d.grayscale <= 1.0, 'data.grayscale', f'{d.grayscale} is not a probability')

@@ -74,3 +74,14 @@ def test_resize_shorter_antialiases_only_when_shrinking():
   np.testing.assert_allclose(down, tf.image.resize(board, [27, 27], antialias=True).numpy(),
                              atol=1e-3)
   assert np.abs(down - 127.5).max() < 40  # not aliased
+
+
+def test_normalize_with_checkpoint_statistics():
+  """Per-channel (x - mean) / std for non-default statistics; the default stays x / 127.5 - 1."""
+  img = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3) * 5
+  got = image_ops.normalize(tf.constant(img), image_ops.CLIP_MEAN, image_ops.CLIP_STD).numpy()
+  want = (img.astype(np.float64) / 255 - [0.48145466, 0.4578275, 0.40821073]) / [
+      0.26862954, 0.26130258, 0.27577711]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(image_ops.normalize(tf.constant(img)).numpy(),
+                                img.astype(np.float32) / 127.5 - 1.0)

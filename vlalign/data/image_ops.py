@@ -7,6 +7,15 @@ import tensorflow as tf
 # PNG header can claim 2^31 x 2^31 pixels).
 MAX_PIXELS = 1 << 26  # 67 megapixels
 
+# Per-channel pixel statistics in 0..255 units (config.data.pixel_mean / pixel_std). The
+# default maps [0, 255] to [-1, 1]; CLIP and ImageNet checkpoints want their own (below).
+DEFAULT_MEAN = (127.5, 127.5, 127.5)
+DEFAULT_STD = (127.5, 127.5, 127.5)
+CLIP_MEAN = (0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255)
+CLIP_STD = (0.26862954 * 255, 0.26130258 * 255, 0.27577711 * 255)
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
 
 def encoded_size(image_bytes: tf.Tensor) -> tf.Tensor:
   """(height, width) int64 read from a JPEG's or PNG's header without decoding; (0, 0) for
@@ -52,7 +61,7 @@ def resize_shorter(img: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, random_crop: bool,
-               flip: bool, grayscale: float = 0.0) -> tf.Tensor:
+               flip: bool, grayscale: float = 0.0, mean=DEFAULT_MEAN, std=DEFAULT_STD) -> tf.Tensor:
   """ALIGN-style train view: resize shorter side, random (or centre) crop, optional flip; with
   probability `grayscale` the view is turned to grey (the same grey in all three channels)."""
   img = resize_shorter(img, resize)
@@ -67,7 +76,7 @@ def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, rando
     # Its own stream (fold_in), so crops and flips stay those of a run without it.
     u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 3))
     img = tf.where(u < grayscale, to_grey(img), img)
-  return normalize(img)
+  return normalize(img, mean, std)
 
 
 def to_grey(img: tf.Tensor) -> tf.Tensor:
@@ -75,9 +84,10 @@ def to_grey(img: tf.Tensor) -> tf.Tensor:
   return tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(img))
 
 
-def eval_view(img: tf.Tensor, *, resize: int, crop: int) -> tf.Tensor:
-  """Eval view: resize shorter side, centre crop."""
-  return normalize(center_crop(resize_shorter(img, resize), crop))
+def eval_view(img: tf.Tensor, *, resize: int, crop: int, mean=DEFAULT_MEAN,
+              std=DEFAULT_STD) -> tf.Tensor:
+  """Eval view: resize shorter side, centre crop, normalise."""
+  return normalize(center_crop(resize_shorter(img, resize), crop), mean, std)
 
 
 def center_crop(img: tf.Tensor, crop: int) -> tf.Tensor:
@@ -87,6 +97,16 @@ def center_crop(img: tf.Tensor, crop: int) -> tf.Tensor:
   return img[top:top + crop, left:left + crop]
 
 
-def normalize(img: tf.Tensor) -> tf.Tensor:
-  """Pixels to float32 in [-1, 1]."""
-  return tf.cast(img, tf.float32) / 127.5 - 1.0
+def pixel_stats(data_cfg) -> dict[str, tuple[float, float, float]]:
+  """{'mean': ..., 'std': ...} of config.data, as keyword arguments of train_view / eval_view /
+  normalize."""
+  return {'mean': tuple(float(x) for x in data_cfg.pixel_mean),
+          'std': tuple(float(x) for x in data_cfg.pixel_std)}
+
+
+def normalize(img: tf.Tensor, mean=DEFAULT_MEAN, std=DEFAULT_STD) -> tf.Tensor:
+  """Pixels (0..255) to float32 (x - mean) / std per channel; the defaults give [-1, 1]."""
+  x = tf.cast(img, tf.float32)
+  if tuple(mean) == DEFAULT_MEAN and tuple(std) == DEFAULT_STD:
+    return x / 127.5 - 1.0  # bit-identical to the recorded runs
+  return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)

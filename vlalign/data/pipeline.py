@@ -126,7 +126,8 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
     decoded = image_ops.decode(e['image'])
     img = image_ops.train_view(decoded, key, resize=data_cfg.resize_size,
                                crop=data_cfg.image_size, random_crop=data_cfg.random_crop,
-                               flip=data_cfg.flip, grayscale=data_cfg.grayscale)
+                               flip=data_cfg.flip, grayscale=data_cfg.grayscale,
+                               **image_ops.pixel_stats(data_cfg))
     img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
     out = {'image': img, 'text': e['text'], 'id': e['id'],
            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
@@ -327,7 +328,7 @@ def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
   def parse(record):
     ex = tf.io.parse_single_example(record, spec)
     out = {'image': image_ops.eval_view(image_ops.decode(ex['image']), resize=cfg.resize_size,
-                                        crop=cfg.image_size),
+                                        crop=cfg.image_size, **image_ops.pixel_stats(cfg)),
            'tokens': tokenizer.tokenize(ex['text']), 'text': ex['text'], 'id': ex['id'],
            'num_objects': ex['num_objects']}
     for name in extra_int_lists:

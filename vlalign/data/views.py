@@ -63,8 +63,9 @@ def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
 
 def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1.0),
                 flip: bool = True, color_jitter: float = 0.4, grayscale: float = 0.2,
-                blur: float = 0.5) -> tf.Tensor:
-  """uint8 [h, w, 3] -> float32 [size, size, 3] in [-1, 1], the augmentations of the module
+                blur: float = 0.5, mean=image_ops.DEFAULT_MEAN,
+                std=image_ops.DEFAULT_STD) -> tf.Tensor:
+  """uint8 [h, w, 3] -> float32 [size, size, 3] normalised by mean / std (default [-1, 1]), the augmentations of the module
   docstring; a pure function of (img, key)."""
   k = _keys(key, _IMAGE2, 8)
   begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -91,7 +92,9 @@ def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1
     radius = max(1, math.ceil(3 * 2.0 * factor))
     x = tf.where(u[1] < blur, gaussian_blur(x, sigma, radius), x)
   x = tf.ensure_shape(x, [size, size, 3])
-  return x * 2.0 - 1.0
+  if tuple(mean) == image_ops.DEFAULT_MEAN and tuple(std) == image_ops.DEFAULT_STD:
+    return x * 2.0 - 1.0  # bit-identical to the recorded runs
+  return image_ops.normalize(x * 255.0, mean, std)
 
 
 def mlm_mask(tokens: tf.Tensor, key: tf.Tensor, *, prob: float, vocab_size: int,
@@ -182,7 +185,8 @@ def extra_views(view_cfg, image_uint8: tf.Tensor, text: tf.Tensor, key: tf.Tenso
     out['image2'] = image_view2(image_uint8, key, size=image_cfg.image_size,
                                 crop_scale=tuple(view_cfg.crop_scale), flip=view_cfg.flip,
                                 color_jitter=view_cfg.color_jitter,
-                                grayscale=view_cfg.grayscale, blur=view_cfg.blur)
+                                grayscale=view_cfg.grayscale, blur=view_cfg.blur,
+                                **image_ops.pixel_stats(image_cfg))
   if view_cfg.text_mlm:
     out['tokens_mlm'], out['mlm_labels'] = mlm_mask(
         tokenizer.tokenize(text), key, prob=view_cfg.mlm_prob, vocab_size=tokenizer.vocab_size,

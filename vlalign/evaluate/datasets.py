@@ -65,7 +65,7 @@ def _read_lines(path: str, what: str) -> list[str]:
 def _decode_eval(images: list[bytes], data_cfg) -> np.ndarray:
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(images, tf.string)).map(
       lambda b: image_ops.eval_view(image_ops.decode(b), resize=data_cfg.resize_size,
-                                    crop=data_cfg.image_size),
+                                    crop=data_cfg.image_size, **image_ops.pixel_stats(data_cfg)),
       num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   return np.concatenate(list(ds.as_numpy_iterator()))
 

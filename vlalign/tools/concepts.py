@@ -102,7 +102,8 @@ def _training_images(config, sources, tokenizer_free_batch: int):
   def prepare(index, record):
     del index
     image, text, uid, _ = record
-    img = image_ops.eval_view(image_ops.decode(image), resize=d.resize_size, crop=d.image_size)
+    img = image_ops.eval_view(image_ops.decode(image), resize=d.resize_size, crop=d.image_size,
+                               **image_ops.pixel_stats(d))
     return {'id': uid, 'text': text, 'image': img}
 
   for s, src in enumerate(sources):

@@ -94,7 +94,8 @@ def search(config, workdir: str, index: str, text=None, image=None, text_weight:
       with open(image, 'rb') as f:
         raw = tf.constant(f.read())
       pixels = image_ops.eval_view(image_ops.decode(raw), resize=config.data.resize_size,
-                                   crop=config.data.image_size).numpy()
+                                   crop=config.data.image_size,
+                                   **image_ops.pixel_stats(config.data)).numpy()
     e = model.apply(variables, jax.numpy.asarray(pixels[None]), method='encode_image')
     query = query + np.asarray(e[0], np.float32)
     parts.append(f'image {image}')
