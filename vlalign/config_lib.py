@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 
 from vlalign.data import spec as data_spec
+from vlalign.data.tokenizers import families as tokenizer_families
 from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
 from vlalign.models import vit
@@ -35,8 +36,19 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'text_key': 'text',
       'id_key': 'id',
       'tfds_data_dir': '',
-      # WordPiece vocabulary file; '' uses the embedded dataset's (learned from its captions).
+      # Legacy name of data.tokenizer.vocab_file (WordPiece vocabulary); set one of the two.
       'vocab_file': '',
+      # The tokenizer (data/tokenizers/; README "Choosing a tokenizer"); data.max_len is its
+      # context length. kind: 'wordpiece' (BERT-format vocab.txt), 'bpe' (CLIP's byte-level
+      # BPE: a merges file, default the CLIP file in vlalign/data/assets) or 'sentencepiece'
+      # (a .model). vocab_file '' with wordpiece: the embedded data's learned vocabulary.
+      # pad / unk / bos / eos / mask name the special tokens (looked up in the vocabulary by
+      # name); '' takes the family's (wordpiece [PAD] [UNK] [CLS] [SEP] [MASK]; bpe pads with
+      # id 0 '!', <start_of_text> <end_of_text>, no unk or mask; sentencepiece <pad> <unk>, no
+      # bos, </s>, no mask). lower_case None: the family's (True, True, False).
+      'tokenizer': {'kind': 'wordpiece', 'vocab_file': '',
+                    'lower_case': ml_collections.FieldReference(None, field_type=bool),
+                    'pad': '', 'unk': '', 'bos': '', 'eos': '', 'mask': ''},
       # ZeroVL's text augmentation: each word piece selected with this probability is masked
       # (1/2), replaced by a random piece (1/10) or deleted (data/views.py; 0: off, ZeroVL 0.2).
       'zerovl_text_aug': 0.0,
@@ -260,10 +272,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
       data_spec.parse_spec(spec)
     except data_spec.DataError as e:
       raise ConfigError(str(e)) from e
-  no_embedded = all(data_spec.parse_spec(x)[0] != "embedded" for x in d.sources)
-  _check(bool(d.vocab_file) or config.evals.heldout or not no_embedded, 'data.vocab_file',
-         'is empty; set it to the WordPiece vocabulary of your data (python -m '
-         'vlalign.tools.build_vocab)')
+  _validate_tokenizer(config)
   _check_choice(d.mixing, 'data.mixing', data_spec.MIXINGS)
   _check(d.mixing != 'none' or len(d.sources) == 1, 'data.mixing',
          f'"none" reads one source; data.sources has {len(d.sources)} (use "weighted" or '
@@ -294,7 +303,35 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   _check(d.resize_size >= d.image_size, 'data.resize_size',
          f'{d.resize_size} is smaller than data.image_size={d.image_size}')
   _check(0.0 <= d.grayscale <= 1.0, 'data.grayscale', f'{d.grayscale} is not a probability')
-  _check(d.max_len >= 3, 'data.max_len', 'must hold [CLS], a token and [SEP]')
+
+
+def _validate_tokenizer(config: ml_collections.ConfigDict) -> None:
+  """data.tokenizer: kind, its file (present when local), special names; data.max_len."""
+  d, t = config.data, config.data.tokenizer
+  _check_choice(t.kind, 'data.tokenizer.kind', tokenizer_families.KINDS)
+  _check(not (t.vocab_file and d.vocab_file and t.vocab_file != d.vocab_file),
+         'data.vocab_file', f'{d.vocab_file!r} differs from data.tokenizer.vocab_file='
+         f'{t.vocab_file!r}; set only data.tokenizer.vocab_file')
+  path = tokenizer_families.vocab_path(d)
+  field = 'data.tokenizer.vocab_file'
+  no_embedded = all(data_spec.parse_spec(x)[0] != 'embedded' for x in d.sources)
+  _check(bool(path) or t.kind == 'wordpiece', field,
+         f'is empty; a {t.kind} tokenizer needs its model file')
+  _check(bool(path) or config.evals.heldout or not no_embedded, field,
+         'is empty; set it to the WordPiece vocabulary of your data (python -m '
+         'vlalign.tools.build_vocab) or BERT\'s vocab.txt')
+  _check(not path or '://' in path or os.path.exists(path), field, f'{path} does not exist')
+  for role in tokenizer_families.ROLES:
+    _check(isinstance(t[role], str), f'data.tokenizer.{role}',
+           f'must be a token name, got {t[role]!r}')
+  s = tokenizer_families.settings(t)
+  specials = int(bool(s['bos'])) + int(bool(s['eos']))
+  _check(d.max_len >= specials + 1, 'data.max_len',
+         f'{d.max_len} cannot hold the {t.kind} special tokens ({specials}) and a token')
+  wants_mask = d.views.text_mlm or d.zerovl_text_aug > 0
+  _check(bool(s['mask']) or not wants_mask, 'data.tokenizer.mask',
+         f'is needed by data.views.text_mlm / data.zerovl_text_aug, but the {t.kind} family has '
+         'no mask token; name one that is in the vocabulary')
 
 
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:

@@ -19,7 +19,7 @@ from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
-from vlalign.data.text import WordpieceTokenizer
+from vlalign.data import tokenizers as tokenizers_lib
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
 from vlalign.methods import zerovl
@@ -43,9 +43,10 @@ class TrainState:
 
 def prepare_data(config: ml_collections.ConfigDict) -> dict:
   """Makes sure the configured data exists; returns the resolved training `sources`, the
-  `vocab` file and the embedded `heldout` glob ('' when config.evals.heldout is off)."""
+  tokenizer's `vocab` file (data.tokenizer.vocab_file, else the embedded data's) and the
+  embedded `heldout` glob ('' when config.evals.heldout is off)."""
   d = config.data
-  need_embedded = (config.evals.heldout or not d.vocab_file or
+  need_embedded = (config.evals.heldout or not tokenizers_lib.vocab_path(d) or
                    any(sources_lib.parse_spec(s)[0] == 'embedded' for s in d.sources))
   embedded = None
   if need_embedded:
@@ -55,7 +56,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
         heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
         vocab_size=e.vocab_size)
   srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
-  return {'sources': srcs, 'vocab': d.vocab_file or embedded['vocab'],
+  return {'sources': srcs, 'vocab': tokenizers_lib.vocab_path(d) or embedded['vocab'],
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
 
 
@@ -329,7 +330,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
@@ -383,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)

@@ -50,7 +50,7 @@ def test_works_inside_tf_data(small_dataset):
 
 
 @pytest.mark.parametrize('content,match', [
-    ('', 'empty'), ('foo\nbar\n', 'must start with'),
+    ('', 'empty'), ('foo\nbar\n', r"'\[PAD\]' \(pad\) is not in"), ('[PAD]\n\nb\n', 'line 2'),
     ('\n'.join(RESERVED + ('red', 'red')) + '\n', 'duplicate')])
 def test_bad_vocab_files_are_named(tmp_path, content, match):
   path = tmp_path / 'vocab.txt'
@@ -75,3 +75,18 @@ def test_build_vocab_cli(small_dataset, tmp_path):
   tok = WordpieceTokenizer(str(out), 64)
   ids = tok.tokenize(np.array(_texts(small_dataset), dtype=object)).numpy()
   assert (ids != tok.unk_id).all()
+
+
+def test_default_ids_equal_the_tokenizer_before_data_tokenizer(small_dataset):
+  """The embedded default keeps the ids of the earlier setup (FastBertTokenizer with its own
+  NFKC case folding) on every training caption, noisy ones included."""
+  import tensorflow_text as tft  # pylint: disable=g-import-not-at-top
+  tok = WordpieceTokenizer(small_dataset['vocab'], 32)
+  texts = _texts(small_dataset, 500)
+  old = tft.FastBertTokenizer(tok.vocab, token_out_type=tf.int32, lower_case_nfd_strip_accents=True,
+                              unknown_token='[UNK]')
+  pieces = old.tokenize(np.array(texts, dtype=object))[:, :30]
+  n = len(texts)
+  want = tf.concat([tf.fill([n, 1], 2), pieces, tf.fill([n, 1], 3)], axis=1).to_tensor(
+      default_value=0, shape=[None, 32]).numpy()
+  np.testing.assert_array_equal(tok.tokenize(np.array(texts, dtype=object)).numpy(), want)

@@ -36,7 +36,7 @@ from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, image_ops, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
-from vlalign.data.text import WordpieceTokenizer
+from vlalign.data.tokenizers.base import Tokenizer
 
 NUM_REASONS = len(filters.REASONS)
 list_files = sources_lib.list_files
@@ -102,7 +102,7 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
 
 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
-                  tokenizer: WordpieceTokenizer | None = None,
+                  tokenizer: Tokenizer | None = None,
                   concepts: concepts_lib.Concepts | None = None) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a record stream, each with its
   stream `index`, host-local record number `local`, the running per-reason skip `counts` and
@@ -145,9 +145,9 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
   return ds.ignore_errors()  # an image whose body does not decode: counted from the gap
 
 
-def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer, *, seed: int = 0,
+def tokenize_batches(ds: tf.data.Dataset, tokenizer: Tokenizer, *, seed: int = 0,
                      zerovl_text_aug: float = 0.0, concept_len: int = 0) -> tf.data.Dataset:
-  """Batches with 'text' replaced by its WordPiece 'tokens' (with ZeroVL's text augmentation
+  """Batches with 'text' replaced by its 'tokens' (with ZeroVL's text augmentation
   when zerovl_text_aug > 0, keyed on the seed and the batch's first record), and a
   'concept_text' (if any) by its first `concept_len` 'concept_tokens'."""
   def tokenize(batch):
@@ -160,7 +160,9 @@ def tokenize_batches(ds: tf.data.Dataset, tokenizer: WordpieceTokenizer, *, seed
                       batch['index'][0]])
       tokens = views.zerovl_text_augment(tokens, key, prob=zerovl_text_aug,
                                          vocab_size=tokenizer.vocab_size,
-                                         mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+                                         mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+                                         regular=tokenizer.regular_range,
+                                         eos_id=tokenizer.eos_id)
     batch['tokens'] = tokens
     return batch
   return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -220,7 +222,7 @@ class DataState:
 class TrainIterator:
   """NumPy batches ('image', 'tokens') of this host, plus the data state to resume from."""
 
-  def __init__(self, data_cfg, srcs: list[sources_lib.Source], tokenizer: WordpieceTokenizer, *,
+  def __init__(self, data_cfg, srcs: list[sources_lib.Source], tokenizer: Tokenizer, *,
                seed: int, state: DataState | None = None, process_index: int = 0,
                process_count: int = 1, checks: filters.Checks | None = None,
                concepts: concepts_lib.Concepts | None = None):
@@ -314,7 +316,7 @@ class TrainIterator:
                      self._batches)
 
 
-def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
+def load_eval_set(pattern: str, cfg, tokenizer: Tokenizer,
                   extra_int_lists=('colors', 'shapes', 'sizes')) -> dict[str, np.ndarray]:
   """Whole eval split in memory: images (eval view), tokens, texts, ids, num_objects and,
   for single-valued attributes, the first entry of each int list (or -1)."""

@@ -6,7 +6,8 @@ tf.data graph, keyed statelessly per example on (seed, record index) like image_
               image_size, random flip, colour jitter (brightness, contrast, saturation; no hue),
               random grayscale and random Gaussian blur, then [-1, 1] like the first view.
   text_mlm    'tokens_mlm' and 'mlm_labels': BERT masking of the caption's tokens. Each word piece
-              (not [CLS] / [SEP] / [PAD] / [UNK]) is selected with mlm_prob; a selected piece
+              (an ordinary token: not [CLS] / [SEP] / [PAD] / [UNK], nor after the end token)
+              is selected with mlm_prob; a selected piece
               becomes [MASK] (80%), a random piece (10%) or stays (10%); labels hold the original
               id at selected positions and -1 elsewhere. Masking is done here, in the pipeline,
               rather than in the jitted step: it is a function of the example alone (so it is the
@@ -97,16 +98,29 @@ def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1
   return image_ops.normalize(x * 255.0, mean, std)
 
 
+def _regular(tokens: tf.Tensor, lo: int, hi: int, eos_id: int | None) -> tf.Tensor:
+  """Positions holding ordinary tokens: ids in [lo, hi) before the row's first eos (CLIP's
+  padding id 0 is the real token '!', so the pad id alone cannot tell padding apart)."""
+  ok = (tokens >= lo) & (tokens < hi)
+  if eos_id is not None:
+    ok &= tf.cumsum(tf.cast(tokens == eos_id, tf.int32), axis=-1, exclusive=True) == 0
+  return ok
+
+
 def mlm_mask(tokens: tf.Tensor, key: tf.Tensor, *, prob: float, vocab_size: int,
-             mask_id: int, first_regular: int = len(RESERVED)) -> tuple[tf.Tensor, tf.Tensor]:
-  """(masked tokens, labels) for int32 tokens [L]: see the module docstring (ids below
-  `first_regular` are special and never selected)."""
+             mask_id: int, first_regular: int = len(RESERVED),
+             regular: tuple[int, int] | None = None,
+             eos_id: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+  """(masked tokens, labels) for int32 tokens [L]: see the module docstring. Only ordinary
+  tokens are selected and drawn as replacements: ids in `regular` = [lo, hi) (the tokenizer's
+  regular_range; default [first_regular, vocab_size)) before the first `eos_id`."""
+  lo, hi = regular or (first_regular, vocab_size)
   k = _keys(key, _MLM, 3)
   shape = tf.shape(tokens)
-  selected = (tokens >= first_regular) & (tf.random.stateless_uniform(shape, seed=k[0]) < prob)
+  drawn = tf.random.stateless_uniform(shape, seed=k[0]) < prob
+  selected = _regular(tokens, lo, hi, eos_id) & drawn
   action = tf.random.stateless_uniform(shape, seed=k[1])
-  random_ids = tf.random.stateless_uniform(shape, seed=k[2], minval=first_regular,
-                                           maxval=vocab_size, dtype=tf.int32)
+  random_ids = tf.random.stateless_uniform(shape, seed=k[2], minval=lo, maxval=hi, dtype=tf.int32)
   replaced = tf.where(action < 0.8, tf.fill(shape, mask_id),
                       tf.where(action < 0.9, random_ids, tokens))
   masked = tf.where(selected, replaced, tokens)
@@ -190,7 +204,7 @@ def extra_views(view_cfg, image_uint8: tf.Tensor, text: tf.Tensor, key: tf.Tenso
   if view_cfg.text_mlm:
     out['tokens_mlm'], out['mlm_labels'] = mlm_mask(
         tokenizer.tokenize(text), key, prob=view_cfg.mlm_prob, vocab_size=tokenizer.vocab_size,
-        mask_id=tokenizer.mask_id)
+        mask_id=tokenizer.mask_id, regular=tokenizer.regular_range, eos_id=tokenizer.eos_id)
   if view_cfg.text_eda:
     table = table or SynonymTable(load_synonyms())
     out['tokens_eda'] = tokenizer.tokenize(eda(text, key, alpha=view_cfg.eda_alpha, table=table))
@@ -199,17 +213,21 @@ def extra_views(view_cfg, image_uint8: tf.Tensor, text: tf.Tensor, key: tf.Tenso
 
 def zerovl_text_augment(tokens: tf.Tensor, key: tf.Tensor, *, prob: float, vocab_size: int,
                         mask_id: int, pad_id: int = 0,
-                        first_regular: int = len(RESERVED)) -> tf.Tensor:
+                        first_regular: int = len(RESERVED),
+                        regular: tuple[int, int] | None = None,
+                        eos_id: int | None = None) -> tf.Tensor:
   """ZeroVL's text augmentation of a batch of token rows [N, L] (config.data.zerovl_text_aug =
   prob): each word piece (not a special token) is selected with `prob`; of the selected, half
   become [MASK], a tenth a random piece and the rest are deleted (the row closes up and is
-  padded again). `key` is a stateless seed [2] for the whole batch."""
+  padded again). `key` is a stateless seed [2] for the whole batch; `regular` and `eos_id` as
+  in mlm_mask."""
+  lo, hi = regular or (first_regular, vocab_size)
   k = _keys(key, 104, 3)
   shape = tf.shape(tokens)
-  selected = (tokens >= first_regular) & (tf.random.stateless_uniform(shape, seed=k[0]) < prob)
+  drawn = tf.random.stateless_uniform(shape, seed=k[0]) < prob
+  selected = _regular(tokens, lo, hi, eos_id) & drawn
   action = tf.random.stateless_uniform(shape, seed=k[1])
-  random_ids = tf.random.stateless_uniform(shape, seed=k[2], minval=first_regular,
-                                           maxval=vocab_size, dtype=tf.int32)
+  random_ids = tf.random.stateless_uniform(shape, seed=k[2], minval=lo, maxval=hi, dtype=tf.int32)
   out = tf.where(selected & (action < 0.5), tf.fill(shape, mask_id),
                  tf.where(selected & (action < 0.6), random_ids, tokens))
   keep = ~(selected & (action >= 0.6))

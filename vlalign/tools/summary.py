@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vlalign.data import tokenizers as tokenizers_lib
 from vlalign.models import two_tower
 
 FLAGS = flags.FLAGS
@@ -46,7 +47,7 @@ def vocab_size_for(config: ml_collections.ConfigDict, override: int = 0) -> int:
     return override
   if config.model.vocab_size:
     return config.model.vocab_size
-  if not config.data.vocab_file and 'embedded' in ''.join(config.data.sources):
+  if not tokenizers_lib.vocab_path(config.data) and 'embedded' in ''.join(config.data.sources):
     return config.data.embedded.vocab_size
   raise ValueError('set config.model.vocab_size (or --vocab_size) to count the text tower')
 
