@@ -13,7 +13,8 @@ setup(
     version='0.1.0',
     description='Dual-encoder (two-tower) vision-language contrastive pretraining in JAX/Flax',
     packages=find_packages(include=['vlalign', 'vlalign.*']),
-    package_data={'vlalign': ['data/*.json', 'data/embedded/*.json', 'data/embedded/*.txt']},
+    package_data={'vlalign': ['data/*.json', 'data/embedded/*.json', 'data/embedded/*.txt',
+                             'data/assets/*.gz']},
     python_requires='>=3.10',
     install_requires=REQUIREMENTS,
 )
