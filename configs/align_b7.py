@@ -2,8 +2,8 @@
 
 get_config(arg): arg is a comma-separated list.
   (none)     the paper's model and recipe; needs real data: set config.data.sources (e.g.
-             'tfrecord:gs://bucket/pairs-*.tfrecord') and config.data.vocab_file (without them
-             it stops at once, naming the field). ALIGN's frequency filters are on.
+             'tfrecord:gs://bucket/pairs-*.tfrecord') and config.data.tokenizer.vocab_file
+             (without them it stops at once, naming the field). ALIGN's frequency filters are on.
   runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
 """
 
@@ -18,7 +18,7 @@ def align_config(image_variant: str, text_size: str) -> ml_collections.ConfigDic
   config = config_lib.base_config()
   config.total_steps = 1_200_000
   d = config.data
-  d.sources = ()  # set to your data, with vocab_file (the embedded shapes are no ALIGN data)
+  d.sources = ()  # your data and data.tokenizer.vocab_file (embedded shapes are no ALIGN data)
   # ALIGN's filters (METHODS.md section 1); the two frequency rules need the corpus statistics
   # python -m vlalign.tools.convert writes (text_stats.json): set filters.stats_file to enable.
   d.filters.update(min_image_side=200, max_aspect_ratio=3.0, min_unigrams=3, max_unigrams=20)

@@ -3,7 +3,7 @@ Linear 1024 -> 1376, parameters and optimizer state sharded over the mesh (FSDP)
 
 get_config(arg): arg is a comma-separated list.
   (none)     the paper's model and recipe; needs real data (config.data.sources,
-             config.data.vocab_file).
+             config.data.tokenizer.vocab_file).
   runlocal   the same tower families scaled down, a few steps on the embedded data on a CPU.
 """
 

@@ -5,7 +5,7 @@ get_config(arg): arg is a comma-separated list.
   (none)  the recipe at paper scale: EfficientNet-B5 (no top) + BERT-Base (the released model
           uses RoBERTa-base; BERT-Base is the same size), embeddings of 2048, momentum encoders
           with m = 0.99, queues of K = 9,600 keys (10 global batches of 960), fixed tau = 0.07;
-          needs real data: set config.data.sources and config.data.vocab_file.
+          needs real data: set config.data.sources and config.data.tokenizer.vocab_file.
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512) with the BriVL
           objective, so its held-out numbers compare with the plain contrastive demo's; about
           10 minutes on 2 CPU cores.

@@ -7,7 +7,7 @@ get_config(arg): arg is a comma-separated list.
           at 100; MVS / ISS / TSS / NNS weighted 0.4 / 0.2 / 0.2 / 0.2 (`mvs06`: 0.6 for MVS, their
           large-data ViT-B/32 setting), a 65,536-entry text bank; AdamW (0.9, 0.98), wd 0.1,
           warm-up 1e-4 -> 1e-3 over 2.5k steps then cosine to 0 at 128k steps, batch 4,096. Needs
-          real data: set config.data.sources and config.data.vocab_file.
+          real data: set config.data.sources and config.data.tokenizer.vocab_file.
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512) with the
           DeCLIP objective and views, so its held-out numbers compare with the plain demo's.
   tiny    seconds-long variant of `small` for the tests.
@@ -44,7 +44,7 @@ def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_s
   config = config_lib.base_config()
   config.total_steps = 128_000
   d = config.data
-  d.sources = ()  # set to your data, with vocab_file
+  d.sources = ()  # set to your data, with data.tokenizer.vocab_file
   config.evals.heldout = False
   d.global_batch = 4096
   d.image_size, d.resize_size, d.max_len = image_size, image_size, 77

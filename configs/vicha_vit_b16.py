@@ -8,7 +8,7 @@ get_config(arg): arg is a comma-separated list.
           hierarchical alignment of ViT blocks 7..11 with text layers 1..5 (1-based) at 0.1
           each, MAE (75% masked, 2-block decoder, 16 heads) at weight 1, visual concepts (4 of
           the top 15, 2-layer encoder); AdamW lr 1e-4, wd 0.02, cosine to 1e-5, batch 128.
-          Needs real data (config.data.sources, data.vocab_file) and a concepts file
+          Needs real data (config.data.sources, data.tokenizer.vocab_file) and a concepts file
           (method.concepts_file, from python -m vlalign.tools.concepts).
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512, its lr and
           warm-up) with ViCHA's parts: the demo's ViT has 4 blocks and its text tower 2 layers,
@@ -52,7 +52,7 @@ def paper_config() -> ml_collections.ConfigDict:
   """ViT-B/16 (256 px) + 6-layer BERT-Base, embeddings 256, batch 128."""
   config = config_lib.base_config()
   d = config.data
-  d.sources = ()  # set to your data, with vocab_file
+  d.sources = ()  # set to your data, with data.tokenizer.vocab_file
   config.evals.heldout = False
   d.global_batch = 128
   d.image_size, d.resize_size, d.max_len = 256, 256, 30

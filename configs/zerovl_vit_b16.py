@@ -8,7 +8,7 @@ get_config(arg): arg is a comma-separated list.
           ZeroVL's text augmentation (0.2); global batch 16,384 as 16 decoupled micro-batches of
           1,024; AdamW (0.9, 0.98), eps 1e-6, wd 1e-3, lr 1e-4 with 2.5% warm-up and cosine decay
           to 0.1x over 20 epochs of 14.2M pairs. Needs real data: set config.data.sources
-          (several, for debiased sampling) and config.data.vocab_file.
+          (several, for debiased sampling) and config.data.tokenizer.vocab_file.
   small   the demo's towers and budget (configs/demo.py: 600 steps of 512) with ZeroVL's pieces:
           debiased sampling over the embedded data's two sources, mixup, text augmentation and
           2 decoupled micro-batches, so its held-out numbers compare with the plain demo's.

@@ -33,8 +33,8 @@ def cases(tmp: str) -> list[tuple[str, list[str], dict, str | None]]:
       ('training files that do not exist', ['--config=configs/align_b7.py:runlocal', wd('i'),
                                             f"--config.data.sources=('tfrecord:{tmp}/none-*"
                                             f".tfrecord',)",
-                                            f'--config.data.vocab_file={tmp}/vocab.txt'], {},
-       None),
+                                            f'--config.data.tokenizer.vocab_file={tmp}/vocab.txt'],
+       {}, None),
       ('checkpoint of another model in the workdir', [TINY, wd('j'),
                                                       '--config.model.text.width=48'], {},
        'train_j'),
@@ -43,6 +43,14 @@ def cases(tmp: str) -> list[tuple[str, list[str], dict, str | None]]:
                                                 "--config.debug.nan_loss_at_steps=(2,)"], {},
        None),
       ('several processes without a coordinator', [TINY, wd('m'), '--num_processes=2'], {},
+       None),
+      ('unknown tokenizer kind', [TINY, wd('n'), '--config.data.tokenizer.kind=unigram'], {},
+       None),
+      ('SentencePiece tokenizer without its model', [TINY, wd('o'),
+                                                     '--config.data.tokenizer.kind=sentencepiece'],
+       {}, None),
+      ('special token name not in the vocabulary', [TINY, wd('p'),
+                                                    '--config.data.tokenizer.mask=<mask>'], {},
        None),
   ]
 

@@ -10,7 +10,7 @@
 #   e.g. launch/tpu_pod.sh vlalign-b7 us-central2-b v4-256 tpu-ubuntu2204-base -- \
 #          --config=configs/align_b7.py --workdir=gs://BUCKET/align_b7 \
 #          --config.data.sources="('tfrecord:gs://BUCKET/alt-text/train-*',)" \
-#          --config.data.vocab_file=gs://BUCKET/alt-text/vocab.txt
+#          --config.data.tokenizer.vocab_file=gs://BUCKET/alt-text/vocab.txt
 # Environment: PROJECT (gcloud project, optional), SPOT=1 for a spot VM, REQUIREMENTS (default
 # requirements.txt; on TPU add jax[tpu] to it or set EXTRA_PIP='jax[tpu]==<version>').
 # Preemption: a spot/preemptible TPU gets SIGTERM; vlalign saves a checkpoint and exits 0.
