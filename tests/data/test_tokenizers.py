@@ -16,11 +16,15 @@ FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 UNCASED = os.path.join(FIXTURES, 'tokenizer_bert_uncased_vocab.txt')
 CASED = os.path.join(FIXTURES, 'tokenizer_bert_cased_vocab.txt')
 SPM = os.path.join(FIXTURES, 'tokenizer_spm.model')
+with open(UNCASED, encoding='utf-8') as _f:
+  UNCASED_SIZE = len(_f.read().splitlines())
 # fixture key -> (kind, vocab_file, max_len, data.tokenizer overrides)
 CASES = {'bert_uncased': ('wordpiece', UNCASED, 64, {}),
          'bert_cased': ('wordpiece', CASED, 64, {'lower_case': False}),
          'clip_77': ('bpe', '', 77, {}), 'clip_16': ('bpe', '', 16, {}),
-         'spm': ('sentencepiece', SPM, 48, {})}
+         'clip_cased_77': ('bpe', '', 77, {'lower_case': False}),
+         'spm': ('sentencepiece', SPM, 48, {}),
+         'spm_lower': ('sentencepiece', SPM, 48, {'lower_case': True})}
 
 
 def _data_cfg(kind, vocab_file='', max_len=32, **overrides):
@@ -65,7 +69,7 @@ def test_ids_equal_the_reference_library(name, captions, expected):
 def test_special_ids_are_read_by_name(clip):
   bert = tokenizers.make_tokenizer(_data_cfg('wordpiece', UNCASED).data)
   assert (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id, bert.mask_id) == (0, 100, 101, 102, 103)
-  assert bert.regular_range == (104, 1845)
+  assert bert.regular_range == (104, UNCASED_SIZE) == (104, bert.vocab_size)
   assert (clip.vocab_size, clip.bos_id, clip.eos_id, clip.pad_id) == (49408, 49406, 49407, 0)
   assert clip.mask_id is None and clip.unk_id is None and clip.regular_range == (0, 49406)
   sp = tokenizers.make_tokenizer(_data_cfg('sentencepiece', SPM).data)
@@ -140,7 +144,7 @@ def test_config_needs_a_mask_token_for_mlm_and_one_vocab_field():
     config_lib.validate(config)
   config = _data_cfg('wordpiece')
   config.data.vocab_file = UNCASED  # the legacy field alone still works
-  assert tokenizers.make_tokenizer(config.data).vocab_size == 1845
+  assert tokenizers.make_tokenizer(config.data).vocab_size == UNCASED_SIZE
 
 
 def test_trains_two_steps_with_clip_bpe(small_dataset, tmp_path):

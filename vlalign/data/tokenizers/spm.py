@@ -8,6 +8,15 @@ import tensorflow_text as tft
 from vlalign.data.tokenizers import base
 
 
+def _lower(texts: tf.Tensor) -> tf.Tensor:
+  """Unicode lower-casing (as Python's str.lower); TF's stops at a NUL, so each NUL-separated
+  part is lower-cased and the NULs put back."""
+  parts = tf.strings.lower(tf.strings.split(texts, '\x00'), encoding='utf-8')
+  joined = tf.strings.reduce_join(tf.strings.join([parts, tf.constant('\x00')]), axis=-1)
+  length = tf.strings.length(joined) - 1
+  return tf.strings.substr(joined, tf.zeros_like(length), length)
+
+
 class SentencePieceTokenizer(base.Tokenizer):
   """A SentencePiece .model file; special ids looked up by piece name."""
 
@@ -35,7 +44,7 @@ class SentencePieceTokenizer(base.Tokenizer):
 
   def _pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
     if self.lower_case:
-      texts = tf.strings.lower(texts, encoding='utf-8')
+      texts = _lower(texts)
     return self._tok.tokenize(texts)
 
   def _decode(self, ids: list[int]) -> str:
