@@ -68,7 +68,8 @@ def test_ids_equal_the_reference_library(name, captions, expected):
 
 def test_special_ids_are_read_by_name(clip):
   bert = tokenizers.make_tokenizer(_data_cfg('wordpiece', UNCASED).data)
-  assert (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id, bert.mask_id) == (0, 100, 101, 102, 103)
+  assert (bert.pad_id, bert.unk_id, bert.cls_id, bert.sep_id, bert.mask_id) == (
+      0, 100, 101, 102, 103)
   assert bert.regular_range == (104, UNCASED_SIZE) == (104, bert.vocab_size)
   assert (clip.vocab_size, clip.bos_id, clip.eos_id, clip.pad_id) == (49408, 49406, 49407, 0)
   assert clip.mask_id is None and clip.unk_id is None and clip.regular_range == (0, 49406)
