@@ -313,7 +313,7 @@ def _validate_tokenizer(config: ml_collections.ConfigDict) -> None:
          'data.vocab_file', f'{d.vocab_file!r} differs from data.tokenizer.vocab_file='
          f'{t.vocab_file!r}; set only data.tokenizer.vocab_file')
   path = tokenizer_families.vocab_path(d)
-  field = 'data.tokenizer.vocab_file'
+  field = 'data.vocab_file' if d.vocab_file and not t.vocab_file else 'data.tokenizer.vocab_file'
   no_embedded = all(data_spec.parse_spec(x)[0] != 'embedded' for x in d.sources)
   _check(bool(path) or t.kind == 'wordpiece', field,
          f'is empty; a {t.kind} tokenizer needs its model file')

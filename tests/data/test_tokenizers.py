@@ -144,6 +144,9 @@ def test_config_needs_a_mask_token_for_mlm_and_one_vocab_field():
   with pytest.raises(config_lib.ConfigError, match='^config.data.vocab_file: '):
     config_lib.validate(config)
   config = _data_cfg('wordpiece')
+  config.data.vocab_file = '/nonexistent/vocab.txt'
+  with pytest.raises(config_lib.ConfigError, match='^config.data.vocab_file: .* does not exist'):
+    config_lib.validate(config)
   config.data.vocab_file = UNCASED  # the legacy field alone still works
   assert tokenizers.make_tokenizer(config.data).vocab_size == UNCASED_SIZE
 
