@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vlalign import config_lib  # pylint: disable=wrong-import-position
 from vlalign.data import filters, image_ops, pipeline, sources  # pylint: disable=wrong-import-position
-from vlalign.data.text import WordpieceTokenizer  # pylint: disable=wrong-import-position
+from vlalign.data import tokenizers  # pylint: disable=wrong-import-position
 from vlalign.tools import build_vocab  # pylint: disable=wrong-import-position
 
 WORDS = ('a the red blue green small large photo of dog cat car tree house on in with near old '
@@ -114,7 +114,7 @@ def main() -> None:
   d.max_len, d.shuffle_buffer, d.flip = 64, 1024, True
   d.sources = (f'tfrecord:{pattern}',)
   src = sources.resolve(d.sources[0], d)
-  tok = WordpieceTokenizer(vocab, d.max_len)
+  tok = tokenizers.make_tokenizer(d, vocab)
   results = {'bare': [], 'full': [], 'reader': []}
   for r in range(args.rounds):  # interleaved rounds: machine noise hits both alike
     results['bare'].append(rate(iter(bare(pattern, args.resize_size, args.batch)
