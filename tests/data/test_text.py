@@ -79,12 +79,17 @@ def test_build_vocab_cli(small_dataset, tmp_path):
 
 def test_default_ids_equal_the_tokenizer_before_data_tokenizer(small_dataset):
   """The embedded default keeps the ids of the earlier setup (FastBertTokenizer with its own
-  NFKC case folding) on every training caption, noisy ones included."""
+  NFKC case folding) on every training caption of both sources, noisy ones included."""
   import tensorflow_text as tft  # pylint: disable=g-import-not-at-top
   tok = WordpieceTokenizer(small_dataset['vocab'], 32)
-  texts = _texts(small_dataset, 500)
-  old = tft.FastBertTokenizer(tok.vocab, token_out_type=tf.int32, lower_case_nfd_strip_accents=True,
-                              unknown_token='[UNK]')
+  spec = {'text': tf.io.FixedLenFeature([], tf.string)}
+  files = sorted(f for source in ('studio', 'sketch')
+                 for f in tf.io.gfile.glob(small_dataset['train'][source]))
+  texts = [tf.io.parse_single_example(r, spec)['text'].numpy().decode()
+           for r in tf.data.TFRecordDataset(files)]
+  assert len(texts) == 500
+  old = tft.FastBertTokenizer(tok.vocab, token_out_type=tf.int32,
+                              lower_case_nfd_strip_accents=True, unknown_token='[UNK]')
   pieces = old.tokenize(np.array(texts, dtype=object))[:, :30]
   n = len(texts)
   want = tf.concat([tf.fill([n, 1], 2), pieces, tf.fill([n, 1], 3)], axis=1).to_tensor(
