@@ -212,9 +212,13 @@ class DataState:
   @classmethod
   def from_vector(cls, v, num_sources: int) -> 'DataState':
     v = [int(x) for x in v]
-    width = 2 + NUM_REASONS
+    width = (len(v) - 2) // max(num_sources, 1)  # a checkpoint written with fewer reasons
+    if width > 2 + NUM_REASONS or width < 2 or len(v) != 2 + width * num_sources:
+      raise ValueError(f'a data state of {len(v)} numbers does not hold {num_sources} sources')
     rows = [v[2 + i * width:2 + (i + 1) * width] for i in range(num_sources)]
-    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] for r in rows], v[0], v[1])
+    pad = [0] * (2 + NUM_REASONS - width)  # reasons appended since: none counted yet
+    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] + pad for r in rows], v[0],
+               v[1])
 
 
 class TrainIterator:
