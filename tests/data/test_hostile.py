@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import tarfile
+import time
 
 import pytest
 
@@ -114,3 +115,29 @@ def test_bounds_are_validated(field, value):
   config.data[field] = value
   with pytest.raises(config_lib.ConfigError, match=f'data.{field}'):
     config_lib.validate(config)
+
+
+def test_convert_counts_the_bomb_and_a_dead_worker_and_never_waits_on_it(tmp_path, monkeypatch):
+  """2 workers over three tars and the 76-byte TFRecord bomb; the worker converting 00001.tar
+  dies of SIGSEGV: it is reported, its shard counted as worker_crashed, the rest converted."""
+  from vlalign.tools import convert  # pylint: disable=g-import-not-at-top
+  jpeg = bad_data.encode(bad_data.Image.new('RGB', (40, 30), 'red'), 'JPEG')
+  for i in range(3):
+    _tar(str(tmp_path / f'{i:05d}.tar'), [(f's{i}_{j}.{ext}', data) for j in range(2)
+                                          for ext, data in (('jpg', jpeg), ('txt', b'a cap'))])
+  (tmp_path / 'bomb.tfrecord').write_bytes(bad_data.length_bomb())
+  monkeypatch.setenv('VLALIGN_TEST_CRASH_INPUT', '00001.tar')
+  d = config_lib.base_config().data
+  values = {k: d[k] for k in ('image_key', 'text_key', 'id_key', 'tfds_data_dir',
+                              'max_text_bytes')}
+  values.update({k: d.filters[k] for k in ('min_image_side', 'max_aspect_ratio', 'min_unigrams',
+                                           'max_unigrams', 'max_shared_text',
+                                           'min_unigram_count')})
+  t0 = time.monotonic()
+  total = convert.convert([f'wds:{tmp_path}/*.tar', f'tfrecord:{tmp_path}/*.tfrecord'],
+                          str(tmp_path / 'out'), values, workers=2)
+  assert time.monotonic() - t0 < 120
+  assert total == {'written': 4, 'skipped': {'truncated_file': 1, 'worker_crashed': 1}}
+  done = sorted(os.listdir(tmp_path / 'out' / '.done'))
+  assert done == ['part-00000-of-00004.json', 'part-00002-of-00004.json',
+                  'part-00003-of-00004.json']  # the crashed one is retried by a rerun

@@ -27,13 +27,14 @@ Mixing (config.data.mixing) over several sources:
 
 import dataclasses
 import gc
-from typing import Iterator
+import weakref
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from vlalign.data import concepts as concepts_lib
-from vlalign.data import filters, image_ops, views
+from vlalign.data import fetcher, filters, image_ops, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.text import WordpieceTokenizer
@@ -57,7 +58,8 @@ def source_seed(seed: int, source_id: int) -> int:
 
 def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
                   process_index: int = 0, process_count: int = 1, start_index: int = 0,
-                  epochs: int | None = None) -> tf.data.Dataset:
+                  epochs: int | None = None,
+                  monitor: sources_lib.Monitor | None = None) -> tf.data.Dataset:
   """Deterministic stream of (index, (image, text, id, reason)) raw records for this host from
   stream index `start_index` on (endless unless `epochs`).
 
@@ -74,18 +76,18 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   split = host_split == 'files' and process_count > 1
   if source.kind == 'tfds':
     ds = sources_lib.tfds_records(source, data_cfg, checks, process_index if split else 0,
-                                  process_count if split else 1).repeat(epochs)
+                                  process_count if split else 1, monitor).repeat(epochs)
   else:
     mine, shard_examples = host_files(source.files, process_index, process_count) if split else (
         source.files, False)
     cycle = min(8, len(mine))
     files = tf.data.Dataset.from_tensor_slices(mine)
     if shard_examples:  # a fixed file order, so every epoch gives each host the same records
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
       ds = ds.shard(process_count, process_index).repeat(epochs)
     else:
       files = files.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat(epochs)
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
   if data_cfg.shuffle_buffer > 1:
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   ds = ds.enumerate()
@@ -247,10 +249,12 @@ class TrainIterator:
     checks = checks or filters.Checks.from_config(data_cfg)
     per_host = data_cfg.global_batch // process_count
     streams = []
+    self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
       stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
-                             process_count=process_count, start_index=self._positions[s])
+                             process_count=process_count, start_index=self._positions[s],
+                             monitor=self.monitors[s])
       streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
                                    tokenizer=tokenizer, concepts=concepts))
     if data_cfg.mixing == 'none':
@@ -266,13 +270,23 @@ class TrainIterator:
     ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug,
                           concept_len=concepts.max_len if concepts else 0)
     self._concepts = concepts
-    self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
+    self._it = fetcher.Fetcher(ds.prefetch(data_cfg.prefetch).as_numpy_iterator(),
+                               self.monitors, data_cfg.get('max_wait_seconds', 600.0))
+    weakref.finalize(self, self._it.close)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._it)
+    return self.next_batch()
+
+  def next_batch(self, interrupted: Callable[[], bool] | None = None
+                 ) -> dict[str, np.ndarray] | None:
+    """The next batch; None when `interrupted()` turns true while waiting for it (a signal);
+    fetcher.DataStall when none comes for config.data.max_wait_seconds."""
+    batch = self._it.get(interrupted)
+    if batch is None:
+      return None
     src, index, local = batch.pop('source'), batch.pop('index'), batch.pop('local')
     counts = batch.pop('counts')
     self.ids = batch.pop('id')
@@ -291,6 +305,8 @@ class TrainIterator:
 
   def close(self) -> None:
     """Releases the input pipeline (its reader threads and Python generators) now."""
+    if self._it is not None:
+      self._it.close()
     self._it = None
     gc.collect()
 

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import tarfile
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -53,6 +54,45 @@ class Source:
   tfds_name: str = ''
   tfds_split: str = ''
   size: int | None = None
+
+
+class Monitor:
+  """What one source's readers produced so far (raw records per reason code, read ahead of
+  training included), visible while no batch comes; and a switch that ends the file readers'
+  streams (TFDS streams are not switched off: they end with the process)."""
+
+  def __init__(self, spec: str):
+    self.spec = spec
+    self.counts = [0] * len(filters.REASONS)
+    self.cancelled = threading.Event()
+    self._lock = threading.Lock()
+
+  def see(self, reason: int) -> None:
+    """Counts one record."""
+    with self._lock:
+      self.counts[reason] += 1
+
+  def watch(self, records: Iterator[tuple]) -> Iterator[tuple]:
+    """The records, each counted as it passes, until the pipeline is closing."""
+    for rec in records:
+      if self.cancelled.is_set():
+        return
+      self.see(int(rec[3]))
+      yield rec
+
+  def alive(self, unused_path: tf.Tensor) -> tf.Tensor:
+    """tf.data predicate: False once the pipeline is closing (no further file is opened, so
+    an endless repeat over files ends)."""
+    flag = tf.numpy_function(lambda: np.bool_(not self.cancelled.is_set()), [], tf.bool,
+                             stateful=True)
+    return tf.reshape(flag, [])
+
+  def describe(self) -> str:
+    """'<spec>': N read, K usable, skipped {reason: n}."""
+    with self._lock:
+      counts = list(self.counts)
+    return (f'{self.spec!r}: {sum(counts)} records read, {counts[0]} usable, skipped '
+            f'{filters.counts_dict(counts)}')
 
 
 def list_files(pattern: str) -> list[str]:
@@ -239,13 +279,17 @@ def _sample(key: str, parts: dict, checks: filters.Checks) -> tuple[bytes, bytes
 
 
 def file_records(source: Source, files: tf.data.Dataset, data_cfg, checks: filters.Checks,
-                 cycle_length: int) -> tf.data.Dataset:
-  """Records of `files` (a dataset of paths), interleaved one record per file in turn."""
+                 cycle_length: int, monitor: Monitor | None = None) -> tf.data.Dataset:
+  """Records of `files` (a dataset of paths), interleaved one record per file in turn; each
+  counted by `monitor` when given."""
   keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+  watch = monitor.watch if monitor else iter
+  if monitor:
+    files = files.take_while(monitor.alive)
   if source.kind == 'wds':
-    gen = lambda path: _chunks(read_wds(path.decode(), checks))
+    gen = lambda path: _chunks(watch(read_wds(path.decode(), checks)))
   else:
-    gen = lambda path: _chunks(read_tfrecord(path.decode(), keys, checks))
+    gen = lambda path: _chunks(watch(read_tfrecord(path.decode(), keys, checks)))
   return files.interleave(
       lambda p: tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
                                                args=(p,)).unbatch(),
@@ -282,7 +326,7 @@ def _nested(ex: dict, path: str, spec: str):
 
 
 def tfds_records(source: Source, data_cfg, checks: filters.Checks, process_index: int,
-                 process_count: int) -> tf.data.Dataset:
+                 process_count: int, monitor: Monitor | None = None) -> tf.data.Dataset:
   """Records of a TFDS split (this host's even share when process_count > 1), one per caption,
   in the split's fixed order (one epoch)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -309,7 +353,10 @@ def tfds_records(source: Source, data_cfg, checks: filters.Checks, process_index
     return tf.data.Dataset.from_tensor_slices((tf.fill([n], image), text, ids))
 
   def check(image, text):
-    return np.int32(filters.check(bytes(image), bytes(text), checks))
+    reason = filters.check(bytes(image), bytes(text), checks)
+    if monitor:
+      monitor.see(reason)
+    return np.int32(reason)
 
   def with_reason(image, text, uid):
     reason = tf.numpy_function(check, [image, text], tf.int32, stateful=False)
