@@ -3,6 +3,8 @@ line naming the source and its skip counts, and signals are honoured while waiti
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -61,3 +63,20 @@ def test_good_source_is_unaffected_by_the_fetcher(small_dataset):
   assert all(b['image'].shape == (4, 32, 32, 3) for b in batches)
   assert it.monitors[0].counts[0] >= 12
   it.close()
+
+
+def test_main_stops_with_one_line_and_exit_1(tmp_path, cache):
+  """Through the entry point: the typo'd image_key run ends in bounded time, exit status 1, and
+  its last line names the source and the skip counts."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, JAX_PLATFORMS='cpu', VLALIGN_DATA_DIR=str(cache))
+  t0 = time.monotonic()
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.main', '--config=configs/demo.py:tiny',
+                         f'--workdir={tmp_path}', '--config.data.image_key=imag',
+                         '--config.data.max_wait_seconds=3'], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("vlalign: config.data.sources: no batch in 3 s") and \
+      "'embedded': " in last and "0 usable, skipped {'missing_image': " in last, last
+  assert time.monotonic() - t0 < 200
