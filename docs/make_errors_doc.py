@@ -44,6 +44,9 @@ def cases(tmp: str) -> list[tuple[str, list[str], dict, str | None]]:
        None),
       ('several processes without a coordinator', [TINY, wd('m'), '--num_processes=2'], {},
        None),
+      ('a source with no usable record (a typo in data.image_key)',
+       [TINY, wd('n'), '--config.data.image_key=imag', '--config.data.max_wait_seconds=5'], {},
+       None),
   ]
 
 
