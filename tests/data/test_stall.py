@@ -80,3 +80,33 @@ def test_main_stops_with_one_line_and_exit_1(tmp_path, cache):
   assert last.startswith("vlalign: config.data.sources: no batch in 3 s") and \
       "'embedded': " in last and "0 usable, skipped {'missing_image': " in last, last
   assert time.monotonic() - t0 < 200
+
+
+def test_fetcher_passes_items_and_the_end_through_and_stalls_on_a_silent_iterator():
+  monitor = sources.Monitor('tfrecord:/x/*')
+  f = fetcher.Fetcher(iter([1, 2]), [monitor], max_wait=0.5)
+  assert (f.get(), f.get()) == (1, 2)
+  for _ in range(2):  # the end stays the end (no stall after it)
+    with pytest.raises(StopIteration):
+      f.get()
+  f.close()
+  silent = threading.Event()
+  stuck = fetcher.Fetcher(iter(lambda: silent.wait() and 0, 1), [monitor], max_wait=0.3)
+  monitor.see(4)
+  with pytest.raises(fetcher.DataStall, match=r"'tfrecord:/x/\*': 1 records read, 0 usable, "
+                                              r"skipped \{'missing_image': 1\}"):
+    stuck.get()
+  silent.set()
+  stuck.close()
+
+
+def test_data_state_of_a_checkpoint_with_fewer_reasons_is_padded():
+  old_width = 2 + 20  # position, good, then the 20 reasons of the first checkpoint format
+  v = [7, 3] + [11, 9] + [0, 1] + [0] * (old_width - 4) + [5, 4] + [0] * (old_width - 2)
+  state = pipeline.DataState.from_vector(v, 2)
+  assert state.positions == [11, 5] and state.good == [9, 4] and (state.examples,
+                                                                  state.batches) == (7, 3)
+  assert state.skipped[0][1] == 1 and len(state.skipped[1]) == pipeline.NUM_REASONS
+  assert pipeline.DataState.from_vector(state.to_vector(), 2) == state
+  with pytest.raises(ValueError, match='does not hold 2 sources'):
+    pipeline.DataState.from_vector(v[:-1], 2)

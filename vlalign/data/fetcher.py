@@ -27,7 +27,7 @@ class Fetcher:
     self._it, self._monitors, self._max_wait = it, monitors, max_wait
     self._queue = queue.Queue(maxsize=1)
     self._closing = threading.Event()
-    self._thread = None
+    self._thread, self._error = None, None
 
   def _run(self) -> None:
     while not self._closing.is_set():
@@ -47,6 +47,8 @@ class Fetcher:
   def get(self, interrupted: Callable[[], bool] | None = None):
     """The next item; None as soon as `interrupted()` is true while waiting; DataStall after
     max_wait seconds without one. The iterator's own errors (StopIteration ...) come through."""
+    if self._error is not None:  # the iterator ended (or failed): so it stays
+      raise self._error
     if self._thread is None:
       self._thread = threading.Thread(target=self._run, name='vlalign-input', daemon=True)
       self._thread.start()
@@ -62,6 +64,7 @@ class Fetcher:
           raise DataStall(self.stall_message(waited)) from None
         continue
       if error is not None:
+        self._error = error
         raise error
       return item
 
