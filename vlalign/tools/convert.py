@@ -13,6 +13,11 @@ the missing shards. The frequency filters (shared alt-texts, rare words) need co
 first pass writes them to <output>/text_stats.json, which training can use as
 config.data.filters.stats_file. The last line printed is one JSON object:
 {"written": N, "skipped": {"<reason>": n, ...}}.
+
+Inputs are read with the pipeline's readers, so the bounds on what a file may claim hold here
+too (--max_record_bytes, --max_member_bytes, --max_json_depth, --max_image_aspect; config.data's
+defaults). With --workers > 1 a worker that dies (a crash, the OOM killer) is reported with its
+input and its shard counted as `worker_crashed`; the others go on, and a rerun retries it.
 """
 
 import dataclasses
