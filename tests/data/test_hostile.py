@@ -12,7 +12,8 @@ import pytest
 
 from tests.data import bad_data
 from vlalign import config_lib
-from vlalign.data import filters, safe_io, sources
+from vlalign.data import filters, pipeline, safe_io, sources
+from vlalign.data.spec import DataError
 from vlalign.tools import build_vocab
 
 KEYS = ('image', 'text', 'id')
@@ -51,6 +52,9 @@ def test_tfrecord_length_bomb_is_counted_in_the_reader_and_build_vocab(tmp_path)
                .as_numpy_iterator())
   assert texts == [b'a small caption'] * 2
   assert skipped == {'truncated_file': 1, 'malformed_record': 1, 'text_too_long': 1}
+  # An eval set is read whole: the bomb is one line naming the file, not a crash.
+  with pytest.raises(DataError, match='bomb.tfrecord: record 0 is truncated_file'):
+    pipeline.load_eval_set(str(bomb), config_lib.base_config().data, None)
 
 
 def _tar(path, members: list[tuple[str, bytes]], mode: str = 'w', pax: dict | None = None):

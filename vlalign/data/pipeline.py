@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from vlalign.data import concepts as concepts_lib
-from vlalign.data import fetcher, filters, image_ops, views
+from vlalign.data import fetcher, filters, image_ops, safe_io, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.text import WordpieceTokenizer
@@ -334,6 +334,19 @@ class TrainIterator:
                      self._batches)
 
 
+def _eval_records(files: list[str], max_record_bytes: int) -> Iterator[bytes]:
+  """Serialized records of eval shards; a damaged one is a DataError naming the file (an eval
+  set is read whole, nothing of it may go missing)."""
+  for path in files:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      size = tf.io.gfile.stat(path).length
+      for i, (record, bad) in enumerate(safe_io.tfrecord_frames(f, size, max_record_bytes)):
+        if bad:
+          raise DataError(f'{path}: record {i} is {bad} (config.data.max_record_bytes='
+                          f'{max_record_bytes}); the eval set must be whole')
+        yield record
+
+
 def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
                   extra_int_lists=('colors', 'shapes', 'sizes')) -> dict[str, np.ndarray]:
   """Whole eval split in memory: images (eval view), tokens, texts, ids, num_objects and,
@@ -356,6 +369,7 @@ def load_eval_set(pattern: str, cfg, tokenizer: WordpieceTokenizer,
       out[name] = tf.concat([dense, [-1]], axis=0)[0]
     return out
 
-  ds = tf.data.TFRecordDataset(list_files(pattern)).map(parse).batch(1024)
+  records = list(_eval_records(list_files(pattern), cfg.get('max_record_bytes', 64 << 20)))
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string)).map(parse).batch(1024)
   parts = list(ds.as_numpy_iterator())
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
