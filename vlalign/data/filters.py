@@ -61,7 +61,7 @@ def image_format_and_size(data: bytes) -> tuple[str, int, int]:
     return 'png', h, w
   if data[:3] == b'\xff\xd8\xff':
     h, w, scan = _jpeg_info(data)
-    if scan > 0 and data.find(b'\xff\xd9', scan) < 0:  # no end-of-image after the scan: cut short
+    if scan > 0 and not _has_end(data, scan):  # no end-of-image after the scan: cut short
       return 'jpeg', -1, -1
     return 'jpeg', h, w
   if data[:6] in (b'GIF87a', b'GIF89a'):
@@ -77,6 +77,13 @@ def image_format_and_size(data: bytes) -> tuple[str, int, int]:
   if data[:4] == b'RIFF' and data[8:12] == b'WEBP':
     return ('webp',) + _webp_size(data)
   return '', -1, -1
+
+
+def _has_end(data: bytes, scan: int) -> bool:
+  """Whether an end-of-image marker follows `scan`: looked for in the last KB first (where it
+  is, bar trailing bytes), as a search through entropy-coded data full of FF 00 is slow."""
+  return (data.rfind(b'\xff\xd9', max(scan, len(data) - 1024)) >= 0 or
+          data.find(b'\xff\xd9', scan) >= 0)
 
 
 def _jpeg_info(data: bytes) -> tuple[int, int, int]:
