@@ -9,6 +9,7 @@ import tarfile
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from tests.data import bad_data
 from vlalign.data import filters, sources
@@ -71,6 +72,7 @@ def _tfrecord(rng, images) -> tuple[bytes, list[tuple[int, int]]]:
   return data, spans
 
 
+@pytest.mark.timeout(60)  # bounded time: a reader that loops fails here
 def test_fuzzed_tfrecord_shards(tmp_path):
   rng = np.random.default_rng(SEED)
   data, spans = _tfrecord(rng, _images(rng))
@@ -115,6 +117,7 @@ def _tar(rng, images) -> tuple[bytes, list[tuple[int, int]]]:
   return raw, spans
 
 
+@pytest.mark.timeout(60)  # bounded time: a reader that loops fails here
 def test_fuzzed_tar_shards(tmp_path):
   rng = np.random.default_rng(SEED + 1)
   data, spans = _tar(rng, _images(rng))
@@ -131,10 +134,14 @@ def test_fuzzed_tar_shards(tmp_path):
       assert len(out) == 5, [filters.REASONS[r[3]] for r in out]
 
 
+@pytest.mark.timeout(60)  # bounded time: a reader that loops fails here
 def test_fuzzed_images_are_kept_only_within_the_bounds():
+  """Mutated headers: an image is kept only within the pixel and aspect bounds, and a kept one
+  decodes to the eval view's shape or fails with the decoder's error (corrupt_image)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED + 2)
   images = _images(rng)
-  kept = 0
+  kept, decoded = 0, 0
   for trial in range(600):
     img = images[trial % len(images)]
     data = _mutate(rng, img, 0, min(len(img), 64))  # headers mostly
@@ -145,4 +152,17 @@ def test_fuzzed_images_are_kept_only_within_the_bounds():
       fmt, h, w = filters.image_format_and_size(data)
       assert fmt and 0 < h * w <= filters.MAX_PIXELS
       assert max(h, w) <= CHECKS.max_image_aspect * min(h, w)
-  assert 0 < kept < 600
+      if kept <= 80:
+        decoded += _eval_view_or_error(tf, data)
+  assert 0 < kept < 600 and decoded > 0
+
+
+def _eval_view_or_error(tf, data: bytes) -> int:
+  """1 if the bytes decode into a 32x32x3 eval view, 0 if the decoder refuses them."""
+  from vlalign.data import image_ops  # pylint: disable=g-import-not-at-top
+  try:
+    view = image_ops.eval_view(image_ops.decode(tf.constant(data)), resize=36, crop=32)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+    return 0
+  assert view.shape == (32, 32, 3)
+  return 1
