@@ -15,8 +15,13 @@ bytes, id, reason) records: nothing is decoded here, and nothing a source holds 
 File records are read in Python (one generator per shard, interleaved by tf.data): a shard that
 cannot be opened yields one `unreadable_shard` record, a shard cut short (truncated TFRecord,
 broken tar) yields its good records and then one `truncated_file` record, a record that does
-not parse yields `malformed_record`. The per-record checks (filters.check) run in the same
-pass, so every skipped record carries its reason. The cost is Python's: about 10 us per record,
+not parse (or whose data CRC fails) yields `malformed_record`. Nothing a file claims is trusted
+before it is checked against a bound (safe_io.py): a TFRecord length (`record_too_large`, or
+`truncated_file` past the file's end), a tar member's size (`member_too_large`), a .json's
+nesting (`json_too_deep`); gzip tars are `compressed_shard`, a tar key repeating the previous
+sample's is `duplicate_key`. The per-record checks (filters.check) run in the same pass, so
+every skipped record carries its reason. A Monitor counts what a source's readers produced (for
+the stall message, fetcher.py) and ends them when the pipeline closes. The cost is Python's: about 10 us per record,
 a ceiling near 50-100k records/s per host, far above what a host feeds its accelerators
 (docs/BENCHMARKS.md).
 """
