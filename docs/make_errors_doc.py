@@ -52,6 +52,9 @@ def cases(tmp: str) -> list[tuple[str, list[str], dict, str | None]]:
       ('special token name not in the vocabulary', [TINY, wd('p'),
                                                     '--config.data.tokenizer.mask=<mask>'], {},
        None),
+      ('a source with no usable record (a typo in data.image_key)',
+       [TINY, wd('q'), '--config.data.image_key=imag', '--config.data.max_wait_seconds=5'], {},
+       None),
   ]
 
 

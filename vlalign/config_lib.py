@@ -54,6 +54,16 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'zerovl_text_aug': 0.0,
       # Captions longer than this (bytes) are skipped as text_too_long.
       'max_text_bytes': 4096,
+      # Bounds on what a file may claim, checked before anything is read or decoded (each
+      # rejection counted under its reason, data/filters.py): a TFRecord record, a tar member,
+      # the nesting of a .json caption, an image's longer side over its shorter side.
+      'max_record_bytes': 64 << 20,
+      'max_member_bytes': 32 << 20,
+      'max_json_depth': 32,
+      'max_image_aspect': 20.0,
+      # Training stops with one line naming the source and its skip counts when no batch comes
+      # for this long (a source with no usable record: wrong image_key, all shards bad).
+      'max_wait_seconds': 600.0,
       # ALIGN-style filters (data/filters.py); 0 turns a rule off.
       'filters': {'min_image_side': 0, 'max_aspect_ratio': 0.0, 'min_unigrams': 0,
                   'max_unigrams': 0, 'max_shared_text': 0, 'min_unigram_count': 0,
@@ -279,7 +289,11 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
          f'"debiased")')
   _check(not d.weights or (len(d.weights) == len(d.sources) and min(d.weights) > 0),
          'data.weights', f'{tuple(d.weights)} must be empty or one positive weight per source')
-  _check(d.max_text_bytes > 0, 'data.max_text_bytes', 'must be positive')
+  for name in ('max_text_bytes', 'max_record_bytes', 'max_member_bytes', 'max_json_depth',
+               'max_wait_seconds'):
+    _check(d[name] > 0, f'data.{name}', f'must be positive, got {d[name]!r}')
+  _check(d.max_image_aspect >= 1, 'data.max_image_aspect',
+         f'{d.max_image_aspect!r} is below 1 (longer side over shorter side)')
   _check(0 <= d.zerovl_text_aug < 1, 'data.zerovl_text_aug',
          f'is a probability in [0, 1), got {d.zerovl_text_aug!r}')
   f = d.filters

@@ -434,7 +434,14 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
                if peak else f'not logged ({peak_source})')
   compiled, flops_per_step = None, 0.0
   for step in range(start + 1, last + 1):
-    batch = parallel.global_batch(next(it), batch_sh)
+    host_batch = it.next_batch(lambda: bool(stop.requested))  # signals honoured while waiting
+    if host_batch is None:  # no batch to step on: keep what the last step made, then exit
+      if step - 1 > start and manager.latest_step() != step - 1:
+        checkpoint.save(manager, step - 1, state, _data_checkpoint(it, config), force=True)
+      logging.warning('%s received while waiting for the batch of step %d; the newest '
+                      'checkpoint holds the run; exiting.', stop.requested, step)
+      return state, False
+    batch = parallel.global_batch(host_batch, batch_sh)
     id_log.write(step, it.ids)
     if compiled is None:  # compiled ahead of time once, for XLA's FLOPs of the step
       compiled = train_step.lower(state, batch).compile()

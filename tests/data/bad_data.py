@@ -76,7 +76,40 @@ def broken_samples(good_jpeg: bytes, seed: int = 0) -> list[tuple[str, dict]]:
       ('text_too_long', {'jpg': good_jpeg, 'txt': b'word ' * 220_000}),  # about a megabyte
       ('missing_image', {'txt': cap, 'json': b'{}'}),
       ('missing_text', {'jpg': good_jpeg, 'json': json.dumps({'url': 'x'}).encode()}),
+      ('extreme_aspect', {'png': wide_png(20_000), 'txt': cap}),  # 1 x 20000: GBs once resized
+      ('json_too_deep', {'jpg': good_jpeg, 'json': deep_json(100_000)}),
+      ('corrupt_image', {'jpg': good_jpeg[:-2], 'txt': cap}),  # only the end-of-image marker cut
   ]
+
+
+def wide_png(width: int, height: int = 1) -> bytes:
+  """A valid height x width grey PNG (a few hundred bytes for any width)."""
+  return encode(Image.new('L', (width, height), 128), 'PNG')
+
+
+def deep_json(depth: int) -> bytes:
+  """A JSON object whose caption sits after `depth` nested arrays (RecursionError bait)."""
+  return b'{"x": ' + b'[' * depth + b']' * depth + b', "caption": "deep"}'
+
+
+def masked_crc(data: bytes) -> int:
+  """TFRecord's masked CRC-32C (written here independently of vlalign's reader)."""
+  import google_crc32c  # pylint: disable=g-import-not-at-top
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frame(data: bytes, claimed: int | None = None) -> bytes:
+  """One TFRecord record; `claimed` overrides the length field (with a valid length CRC)."""
+  head = struct.pack('<Q', len(data) if claimed is None else claimed)
+  return (head + struct.pack('<I', masked_crc(head)) + data +
+          struct.pack('<I', masked_crc(data)))
+
+
+def length_bomb() -> bytes:
+  """76 bytes whose first record claims 2^60 bytes with a valid length CRC: TensorFlow's
+  record reader allocates the claim and dies (SIGSEGV)."""
+  return tfrecord_frame(b'\0' * 60, claimed=1 << 60)
 
 
 def write_tar(path: str, samples: list[tuple[str, dict]]) -> None:

@@ -3,7 +3,15 @@
 Every record that reaches the pipeline gets a reason code; 0 means it is kept. The checks
 read only the record's bytes (image headers, caption text), so they cost microseconds and
 never allocate a decoded image. One reason is decided later: `corrupt_image`, an image whose
-header looks valid but whose body does not decode (counted by the pipeline, see pipeline.py).
+header looks valid but whose body does not decode (counted by the pipeline, see pipeline.py);
+a JPEG without an end-of-image marker after its scan (cut short) is `corrupt_image` at once.
+
+Bounds on what a file may claim (config.data; the readers in sources.py apply the first three):
+  max_record_bytes   a TFRecord length field above this (or past the file's end) is not read
+  max_member_bytes   a tar member above this is not read (a .txt above max_text_bytes neither)
+  max_json_depth     a .json caption nested deeper than this is not parsed
+  max_image_aspect   an image whose longer side exceeds this many times its shorter side is
+                     `extreme_aspect` (resizing its shorter side would allocate side^2 x ratio)
 
 ALIGN's filters (METHODS.md section 1; thresholds in config.data.filters, 0 = off):
   min_image_side     drop images whose shorter side is under this many pixels   (ALIGN: 200)
@@ -31,7 +39,8 @@ REASONS = ('ok', 'unreadable_shard', 'truncated_file', 'malformed_record', 'miss
            'missing_text', 'empty_image', 'unsupported_format', 'zero_size_image',
            'absurd_dimensions', 'empty_text', 'non_utf8_text', 'text_too_long', 'corrupt_image',
            'small_image', 'aspect_ratio', 'few_unigrams', 'many_unigrams', 'shared_text',
-           'rare_tokens')
+           'rare_tokens', 'record_too_large', 'member_too_large', 'compressed_shard',
+           'json_too_deep', 'extreme_aspect', 'duplicate_key', 'worker_crashed')
 CODE = {name: i for i, name in enumerate(REASONS)}
 FILTER_REASONS = ('small_image', 'aspect_ratio', 'few_unigrams', 'many_unigrams', 'shared_text',
                   'rare_tokens')
@@ -51,7 +60,10 @@ def image_format_and_size(data: bytes) -> tuple[str, int, int]:
     w, h = struct.unpack('>II', data[16:24])
     return 'png', h, w
   if data[:3] == b'\xff\xd8\xff':
-    return ('jpeg',) + _jpeg_size(data)
+    h, w, scan = _jpeg_info(data)
+    if scan > 0 and not _has_end(data, scan):  # no end-of-image after the scan: cut short
+      return 'jpeg', -1, -1
+    return 'jpeg', h, w
   if data[:6] in (b'GIF87a', b'GIF89a'):
     if n < 10:
       return 'gif', -1, -1
@@ -67,12 +79,21 @@ def image_format_and_size(data: bytes) -> tuple[str, int, int]:
   return '', -1, -1
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-  """Walks the JPEG markers to the first start-of-frame; (-1, -1) if cut short."""
-  i, n = 2, len(data)
+def _has_end(data: bytes, scan: int) -> bool:
+  """Whether an end-of-image marker follows `scan`: looked for in the last KB first (where it
+  is, bar trailing bytes), as a search through entropy-coded data full of FF 00 is slow."""
+  return (data.rfind(b'\xff\xd9', max(scan, len(data) - 1024)) >= 0 or
+          data.find(b'\xff\xd9', scan) >= 0)
+
+
+def _jpeg_info(data: bytes) -> tuple[int, int, int]:
+  """(height, width, offset of the first scan) from the JPEG markers; sizes are -1 when the
+  header is cut short, the offset 0 when no scan follows. Inside a scan 0xFF is always stuffed,
+  so a complete file has an end-of-image marker (FF D9) after the offset."""
+  i, n, h, w = 2, len(data), -1, -1
   while i + 4 <= n:
     if data[i] != 0xFF:
-      return -1, -1
+      return -1, -1, 0
     marker = data[i + 1]
     if marker == 0xFF:  # fill byte
       i += 1
@@ -81,13 +102,14 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
       i += 2
       continue
     (length,) = struct.unpack('>H', data[i + 2:i + 4])
+    if marker == 0xDA:  # start of scan
+      return h, w, i
     if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
       if i + 9 > n:
-        return -1, -1
+        return -1, -1, 0
       h, w = struct.unpack('>HH', data[i + 5:i + 9])
-      return h, w
     i += 2 + length
-  return -1, -1
+  return -1, -1, 0  # cut short before the first scan
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -159,8 +181,13 @@ class TextStats:
 
 @dataclasses.dataclass(frozen=True)
 class Checks:
-  """What check() enforces: the record checks plus the configured ALIGN filters."""
+  """What check() and the readers enforce: the record checks, the bounds on what a file may
+  claim (config.data.max_*), and the configured ALIGN filters."""
   max_text_bytes: int = 4096
+  max_image_aspect: float = 20.0
+  max_record_bytes: int = 64 << 20
+  max_member_bytes: int = 32 << 20
+  max_json_depth: int = 32
   min_image_side: int = 0
   max_aspect_ratio: float = 0.0
   min_unigrams: int = 0
@@ -178,7 +205,11 @@ class Checks:
                        'min_unigram_count need corpus text statistics (written by python -m '
                        'vlalign.tools.convert as text_stats.json)')
     stats = TextStats.load(f.stats_file) if need_stats else None
-    return cls(max_text_bytes=data_cfg.max_text_bytes, min_image_side=f.min_image_side,
+    return cls(max_text_bytes=data_cfg.max_text_bytes,
+               max_image_aspect=data_cfg.max_image_aspect,
+               max_record_bytes=data_cfg.max_record_bytes,
+               max_member_bytes=data_cfg.max_member_bytes,
+               max_json_depth=data_cfg.max_json_depth, min_image_side=f.min_image_side,
                max_aspect_ratio=f.max_aspect_ratio, min_unigrams=f.min_unigrams,
                max_unigrams=f.max_unigrams, max_shared_text=f.max_shared_text,
                min_unigram_count=f.min_unigram_count, stats=stats)
@@ -202,6 +233,8 @@ def check(image: bytes | None, text: bytes | None, checks: Checks) -> int:
     return CODE['corrupt_image']
   if h * w > MAX_PIXELS:
     return CODE['absurd_dimensions']
+  if max(h, w) > checks.max_image_aspect * min(h, w):  # resizing its short side would explode
+    return CODE['extreme_aspect']
   if len(text) > checks.max_text_bytes:
     return CODE['text_too_long']
   try:

@@ -27,13 +27,14 @@ Mixing (config.data.mixing) over several sources:
 
 import dataclasses
 import gc
-from typing import Iterator
+import weakref
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
 
 from vlalign.data import concepts as concepts_lib
-from vlalign.data import filters, image_ops, views
+from vlalign.data import fetcher, filters, image_ops, safe_io, views
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.tokenizers.base import Tokenizer
@@ -57,7 +58,8 @@ def source_seed(seed: int, source_id: int) -> int:
 
 def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
                   process_index: int = 0, process_count: int = 1, start_index: int = 0,
-                  epochs: int | None = None) -> tf.data.Dataset:
+                  epochs: int | None = None,
+                  monitor: sources_lib.Monitor | None = None) -> tf.data.Dataset:
   """Deterministic stream of (index, (image, text, id, reason)) raw records for this host from
   stream index `start_index` on (endless unless `epochs`).
 
@@ -74,18 +76,18 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   split = host_split == 'files' and process_count > 1
   if source.kind == 'tfds':
     ds = sources_lib.tfds_records(source, data_cfg, checks, process_index if split else 0,
-                                  process_count if split else 1).repeat(epochs)
+                                  process_count if split else 1, monitor).repeat(epochs)
   else:
     mine, shard_examples = host_files(source.files, process_index, process_count) if split else (
         source.files, False)
     cycle = min(8, len(mine))
     files = tf.data.Dataset.from_tensor_slices(mine)
     if shard_examples:  # a fixed file order, so every epoch gives each host the same records
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
       ds = ds.shard(process_count, process_index).repeat(epochs)
     else:
       files = files.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat(epochs)
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle)
+      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
   if data_cfg.shuffle_buffer > 1:
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   ds = ds.enumerate()
@@ -214,9 +216,13 @@ class DataState:
   @classmethod
   def from_vector(cls, v, num_sources: int) -> 'DataState':
     v = [int(x) for x in v]
-    width = 2 + NUM_REASONS
+    width = (len(v) - 2) // max(num_sources, 1)  # a checkpoint written with fewer reasons
+    if width > 2 + NUM_REASONS or width < 2 or len(v) != 2 + width * num_sources:
+      raise ValueError(f'a data state of {len(v)} numbers does not hold {num_sources} sources')
     rows = [v[2 + i * width:2 + (i + 1) * width] for i in range(num_sources)]
-    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] for r in rows], v[0], v[1])
+    pad = [0] * (2 + NUM_REASONS - width)  # reasons appended since: none counted yet
+    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] + pad for r in rows], v[0],
+               v[1])
 
 
 class TrainIterator:
@@ -245,10 +251,12 @@ class TrainIterator:
     checks = checks or filters.Checks.from_config(data_cfg)
     per_host = data_cfg.global_batch // process_count
     streams = []
+    self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
       stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
-                             process_count=process_count, start_index=self._positions[s])
+                             process_count=process_count, start_index=self._positions[s],
+                             monitor=self.monitors[s])
       streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
                                    tokenizer=tokenizer, concepts=concepts))
     if data_cfg.mixing == 'none':
@@ -264,13 +272,23 @@ class TrainIterator:
     ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug,
                           concept_len=concepts.max_len if concepts else 0)
     self._concepts = concepts
-    self._it = ds.prefetch(data_cfg.prefetch).as_numpy_iterator()
+    self._it = fetcher.Fetcher(ds.prefetch(data_cfg.prefetch).as_numpy_iterator(),
+                               self.monitors, data_cfg.get('max_wait_seconds', 600.0))
+    weakref.finalize(self, self._it.close)
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._it)
+    return self.next_batch()
+
+  def next_batch(self, interrupted: Callable[[], bool] | None = None
+                 ) -> dict[str, np.ndarray] | None:
+    """The next batch; None when `interrupted()` turns true while waiting for it (a signal);
+    fetcher.DataStall when none comes for config.data.max_wait_seconds."""
+    batch = self._it.get(interrupted)
+    if batch is None:
+      return None
     src, index, local = batch.pop('source'), batch.pop('index'), batch.pop('local')
     counts = batch.pop('counts')
     self.ids = batch.pop('id')
@@ -289,6 +307,8 @@ class TrainIterator:
 
   def close(self) -> None:
     """Releases the input pipeline (its reader threads and Python generators) now."""
+    if self._it is not None:
+      self._it.close()
     self._it = None
     gc.collect()
 
@@ -316,6 +336,19 @@ class TrainIterator:
                      self._batches)
 
 
+def _eval_records(files: list[str], max_record_bytes: int) -> Iterator[bytes]:
+  """Serialized records of eval shards; a damaged one is a DataError naming the file (an eval
+  set is read whole, nothing of it may go missing)."""
+  for path in files:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      size = tf.io.gfile.stat(path).length
+      for i, (record, bad) in enumerate(safe_io.tfrecord_frames(f, size, max_record_bytes)):
+        if bad:
+          raise DataError(f'{path}: record {i} is {bad} (config.data.max_record_bytes='
+                          f'{max_record_bytes}); the eval set must be whole')
+        yield record
+
+
 def load_eval_set(pattern: str, cfg, tokenizer: Tokenizer,
                   extra_int_lists=('colors', 'shapes', 'sizes')) -> dict[str, np.ndarray]:
   """Whole eval split in memory: images (eval view), tokens, texts, ids, num_objects and,
@@ -338,6 +371,7 @@ def load_eval_set(pattern: str, cfg, tokenizer: Tokenizer,
       out[name] = tf.concat([dense, [-1]], axis=0)[0]
     return out
 
-  ds = tf.data.TFRecordDataset(list_files(pattern)).map(parse).batch(1024)
+  records = list(_eval_records(list_files(pattern), cfg.get('max_record_bytes', 64 << 20)))
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(records, tf.string)).map(parse).batch(1024)
   parts = list(ds.as_numpy_iterator())
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

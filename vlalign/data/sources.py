@@ -15,8 +15,13 @@ bytes, id, reason) records: nothing is decoded here, and nothing a source holds 
 File records are read in Python (one generator per shard, interleaved by tf.data): a shard that
 cannot be opened yields one `unreadable_shard` record, a shard cut short (truncated TFRecord,
 broken tar) yields its good records and then one `truncated_file` record, a record that does
-not parse yields `malformed_record`. The per-record checks (filters.check) run in the same
-pass, so every skipped record carries its reason. The cost is Python's: about 10 us per record,
+not parse (or whose data CRC fails) yields `malformed_record`. Nothing a file claims is trusted
+before it is checked against a bound (safe_io.py): a TFRecord length (`record_too_large`, or
+`truncated_file` past the file's end), a tar member's size (`member_too_large`), a .json's
+nesting (`json_too_deep`); gzip tars are `compressed_shard`, a tar key repeating the previous
+sample's is `duplicate_key`. The per-record checks (filters.check) run in the same pass, so
+every skipped record carries its reason. A Monitor counts what a source's readers produced (for
+the stall message, fetcher.py) and ends them when the pipeline closes. The cost is Python's: about 10 us per record,
 a ceiling near 50-100k records/s per host, far above what a host feeds its accelerators
 (docs/BENCHMARKS.md).
 """
@@ -25,12 +30,13 @@ import dataclasses
 import json
 import os
 import tarfile
+import threading
 from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import filters
+from vlalign.data import filters, safe_io
 from vlalign.data.spec import DataError, parse_spec  # pylint: disable=unused-import
 
 IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'gif')
@@ -53,6 +59,45 @@ class Source:
   tfds_name: str = ''
   tfds_split: str = ''
   size: int | None = None
+
+
+class Monitor:
+  """What one source's readers produced so far (raw records per reason code, read ahead of
+  training included), visible while no batch comes; and a switch that ends the file readers'
+  streams (TFDS streams are not switched off: they end with the process)."""
+
+  def __init__(self, spec: str):
+    self.spec = spec
+    self.counts = [0] * len(filters.REASONS)
+    self.cancelled = threading.Event()
+    self._lock = threading.Lock()
+
+  def see(self, reason: int) -> None:
+    """Counts one record."""
+    with self._lock:
+      self.counts[reason] += 1
+
+  def watch(self, records: Iterator[tuple]) -> Iterator[tuple]:
+    """The records, each counted as it passes, until the pipeline is closing."""
+    for rec in records:
+      if self.cancelled.is_set():
+        return
+      self.see(int(rec[3]))
+      yield rec
+
+  def alive(self, unused_path: tf.Tensor) -> tf.Tensor:
+    """tf.data predicate: False once the pipeline is closing (no further file is opened, so
+    an endless repeat over files ends)."""
+    flag = tf.numpy_function(lambda: np.bool_(not self.cancelled.is_set()), [], tf.bool,
+                             stateful=True)
+    return tf.reshape(flag, [])
+
+  def describe(self) -> str:
+    """'<spec>': N read, K usable, skipped {reason: n}."""
+    with self._lock:
+      counts = list(self.counts)
+    return (f'{self.spec!r}: {sum(counts)} records read, {counts[0]} usable, skipped '
+            f'{filters.counts_dict(counts)}')
 
 
 def list_files(pattern: str) -> list[str]:
@@ -102,89 +147,156 @@ def _feature(ex: tf.train.Example, key: str) -> bytes | None:
 
 def read_tfrecord(path: str, keys: tuple[str, str, str],
                   checks: filters.Checks) -> Iterator[tuple[bytes, bytes, bytes, int]]:
-  """(image, text, id, reason) for each record of one TFRecord shard; never raises."""
-  image_key, text_key, id_key = keys
+  """(image, text, id, reason) for each record of one TFRecord shard; never raises, and never
+  reads a record whose length field is not checked (safe_io.tfrecord_frames)."""
   base = os.path.basename(path)
   try:
-    it = tf.compat.v1.io.tf_record_iterator(path)
-  except Exception:  # pylint: disable=broad-except
+    size = tf.io.gfile.stat(path).length
+    # Local files through Python's buffered reader (about 20 us a record less than GFile).
+    f = (tf.io.gfile.GFile(path, 'rb') if '://' in path else
+         open(path, 'rb', buffering=1 << 20))  # pylint: disable=consider-using-with
+  except Exception:  # pylint: disable=broad-except  (NotFoundError, PermissionDeniedError ...)
     yield b'', b'', base.encode(), filters.CODE['unreadable_shard']
     return
   i = 0
-  while True:
-    try:
-      record = next(it)
-    except StopIteration:
-      return
-    except tf.errors.NotFoundError:
-      yield b'', b'', base.encode(), filters.CODE['unreadable_shard']
-      return
-    except Exception:  # pylint: disable=broad-except  (DataLossError: cut short / bad CRC)
-      code = 'unreadable_shard' if i == 0 and not tf.io.gfile.exists(path) else 'truncated_file'
-      yield b'', b'', f'{base}:{i}'.encode(), filters.CODE[code]
-      return
-    try:
-      ex = tf.train.Example.FromString(record)
-    except Exception:  # pylint: disable=broad-except
-      yield b'', b'', f'{base}:{i}'.encode(), filters.CODE['malformed_record']
+  try:
+    for record, bad in safe_io.tfrecord_frames(f, size, checks.max_record_bytes):
+      uid = f'{base}:{i}'.encode()
       i += 1
-      continue
-    image, text = _feature(ex, image_key), _feature(ex, text_key)
-    uid = _feature(ex, id_key) or f'{base}:{i}'.encode()
-    yield image or b'', text or b'', uid, filters.check(image, text, checks)
-    i += 1
+      if bad:
+        yield b'', b'', uid, filters.CODE[bad]
+        continue
+      yield _example(record, keys, uid, checks)
+  except Exception:  # pylint: disable=broad-except  (a read error mid-file)
+    yield b'', b'', f'{base}:{i}'.encode(), filters.CODE['truncated_file']
+  finally:
+    f.close()
+
+
+def _example(record: bytes, keys: tuple[str, str, str], uid: bytes,
+             checks: filters.Checks) -> tuple[bytes, bytes, bytes, int]:
+  """(image, text, id, reason) of one serialized tf.train.Example."""
+  try:
+    ex = tf.train.Example.FromString(record)
+  except Exception:  # pylint: disable=broad-except
+    return b'', b'', uid, filters.CODE['malformed_record']
+  image, text = _feature(ex, keys[0]), _feature(ex, keys[1])
+  return image or b'', text or b'', _feature(ex, keys[2]) or uid, filters.check(image, text,
+                                                                               checks)
 
 
 def read_wds(path: str, checks: filters.Checks) -> Iterator[tuple[bytes, bytes, bytes, int]]:
-  """(image, text, id, reason) for each sample of one img2dataset tar shard; never raises."""
+  """(image, text, id, reason) for each sample of one img2dataset tar shard; never raises.
+  Member sizes are checked from their headers before a byte is read; compressed tars are
+  refused (`compressed_shard`); a sample whose key repeats one just read is `duplicate_key`."""
   base = os.path.basename(path)
   try:
     f = tf.io.gfile.GFile(path, 'rb')
-    tar = tarfile.open(fileobj=f, mode='r|*')
+    compressed = safe_io.is_compressed(f.read(6))
+    f.seek(0)
+    tar = None if compressed else tarfile.open(fileobj=f, mode='r|',
+                                               tarinfo=safe_io.BoundedTarInfo)
   except Exception:  # pylint: disable=broad-except
     yield b'', b'', base.encode(), filters.CODE['unreadable_shard']
     return
-
-  def emit(key, parts):
-    image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
-    text = parts.get('txt')
-    if text is None and 'json' in parts:
-      try:
-        caption = json.loads(parts['json']).get('caption')
-        text = caption.encode('utf-8', 'surrogateescape') if isinstance(caption, str) else None
-      except (ValueError, AttributeError):
-        text = None
-    return image or b'', text or b'', key.encode(), filters.check(image, text, checks)
-
-  key, parts = None, {}
-  try:
-    for member in tar:
-      if not member.isfile():
-        continue
-      name = os.path.basename(member.name)
-      k, _, ext = name.partition('.')
-      if k != key and key is not None and parts:
-        yield emit(key, parts)
-        parts = {}
-      key = k
-      parts[ext.lower()] = tar.extractfile(member).read()
-  except Exception:  # pylint: disable=broad-except  (tarfile.ReadError, EOFError: cut short)
-    yield b'', b'', f'{base}:{key}'.encode(), filters.CODE['truncated_file']
+  if compressed:
+    f.close()
+    yield b'', b'', base.encode(), filters.CODE['compressed_shard']
     return
+  samples, last = _TarSamples(tar, checks), None
+  try:
+    for key, parts in samples:
+      dup = key == last
+      yield (b'', b'', key.encode(), filters.CODE['duplicate_key']) if dup else _sample(
+          key, parts, checks)
+      last = key
+  except safe_io.HeaderTooLarge:
+    yield b'', b'', f'{base}:{samples.key}'.encode(), filters.CODE['member_too_large']
+  except Exception:  # pylint: disable=broad-except  (tarfile.ReadError, EOFError: cut short)
+    yield b'', b'', f'{base}:{samples.key}'.encode(), filters.CODE['truncated_file']
   finally:
     f.close()
-  if key is not None and parts:
-    yield emit(key, parts)
+
+
+_WANTED = frozenset(IMAGE_EXTS + ('txt', 'json'))
+
+
+class _TarSamples:
+  """Iterator of (key, {ext: bytes | reason code}) over a tar's adjacent same-key members; a
+  member over its bound is its reason code instead of its bytes (never read). `key` is the
+  sample being read (for the error record of a shard cut short)."""
+
+  def __init__(self, tar: tarfile.TarFile, checks: filters.Checks):
+    self._members, self._checks, self.key = iter(tar), checks, None
+    self._tar, self._next, self._error = tar, None, None
+
+  def __iter__(self):
+    return self
+
+  def _read(self, member: tarfile.TarInfo, ext: str):
+    limit = self._checks.max_text_bytes if ext == 'txt' else self._checks.max_member_bytes
+    if member.size > limit:
+      return filters.CODE['text_too_long' if ext == 'txt' else 'member_too_large']
+    return self._tar.extractfile(member).read()
+
+  def __next__(self) -> tuple[str, dict]:
+    if self._error:  # after the sample that was pending when the tar broke
+      raise self._error
+    key, parts = None, {}
+    while True:
+      try:
+        member = self._next or next(self._members, None)
+      except Exception as e:  # pylint: disable=broad-except  (the caller counts it)
+        if key is None:
+          raise
+        self._error = e
+        return key, parts
+      self._next = None
+      if member is None:
+        if key is None:
+          raise StopIteration
+        return key, parts
+      name = os.path.basename(member.name)
+      k, _, ext = name.partition('.')
+      ext = ext.lower()
+      if not member.isfile() or ext not in _WANTED:
+        continue
+      if key is not None and (k != key or ext in parts):
+        self._next = member  # the next sample's first member (a repeated ext: same key again)
+        return key, parts
+      key = self.key = k
+      parts[ext] = self._read(member, ext)
+
+
+def _sample(key: str, parts: dict, checks: filters.Checks) -> tuple[bytes, bytes, bytes, int]:
+  """(image, text, id, reason) of one tar sample."""
+  image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
+  text = parts.get('txt')
+  reason = next((v for v in (image, text) if isinstance(v, int)), 0)
+  if text is None and 'json' in parts and not reason:
+    if isinstance(parts['json'], int):
+      reason = parts['json']
+    else:
+      caption, bad = safe_io.json_caption(parts['json'], checks.max_json_depth)
+      reason = filters.CODE[bad] if bad else 0
+      text = caption.encode('utf-8', 'surrogateescape') if caption is not None else None
+  if reason:
+    return b'', b'', key.encode(), reason
+  return image or b'', text or b'', key.encode(), filters.check(image, text, checks)
 
 
 def file_records(source: Source, files: tf.data.Dataset, data_cfg, checks: filters.Checks,
-                 cycle_length: int) -> tf.data.Dataset:
-  """Records of `files` (a dataset of paths), interleaved one record per file in turn."""
+                 cycle_length: int, monitor: Monitor | None = None) -> tf.data.Dataset:
+  """Records of `files` (a dataset of paths), interleaved one record per file in turn; each
+  counted by `monitor` when given."""
   keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+  watch = monitor.watch if monitor else iter
+  if monitor:
+    files = files.take_while(monitor.alive)
   if source.kind == 'wds':
-    gen = lambda path: _chunks(read_wds(path.decode(), checks))
+    gen = lambda path: _chunks(watch(read_wds(path.decode(), checks)))
   else:
-    gen = lambda path: _chunks(read_tfrecord(path.decode(), keys, checks))
+    gen = lambda path: _chunks(watch(read_tfrecord(path.decode(), keys, checks)))
   return files.interleave(
       lambda p: tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
                                                args=(p,)).unbatch(),
@@ -221,7 +333,7 @@ def _nested(ex: dict, path: str, spec: str):
 
 
 def tfds_records(source: Source, data_cfg, checks: filters.Checks, process_index: int,
-                 process_count: int) -> tf.data.Dataset:
+                 process_count: int, monitor: Monitor | None = None) -> tf.data.Dataset:
   """Records of a TFDS split (this host's even share when process_count > 1), one per caption,
   in the split's fixed order (one epoch)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -248,7 +360,10 @@ def tfds_records(source: Source, data_cfg, checks: filters.Checks, process_index
     return tf.data.Dataset.from_tensor_slices((tf.fill([n], image), text, ids))
 
   def check(image, text):
-    return np.int32(filters.check(bytes(image), bytes(text), checks))
+    reason = filters.check(bytes(image), bytes(text), checks)
+    if monitor:
+      monitor.see(reason)
+    return np.int32(reason)
 
   def with_reason(image, text, uid):
     reason = tf.numpy_function(check, [image, text], tf.int32, stateful=False)

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
 
+from vlalign.data import filters, sources
 from vlalign.data.pipeline import list_files
 from vlalign.data.text import RESERVED
 
@@ -37,11 +38,30 @@ def write_vocab(vocab: list[str], path: str) -> None:
     f.write('\n'.join(vocab) + '\n')
 
 
-def texts_from_shards(pattern: str) -> tf.data.Dataset:
-  """The `text` feature of every record in the shards matching the glob."""
+def texts_from_shards(pattern: str, skipped: dict[str, int] | None = None) -> tf.data.Dataset:
+  """The `text` feature of every record in the shards matching the glob, read by the pipeline's
+  reader (sources.read_tfrecord: a damaged shard or record is skipped and counted by reason in
+  `skipped`, never a crash); records without a UTF-8 caption are skipped too."""
   files = list_files(pattern)
-  spec = {'text': tf.io.FixedLenFeature([], tf.string)}
-  return tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)['text'])
+  checks = filters.Checks()
+  skipped = {} if skipped is None else skipped
+
+  def texts():
+    for path in files:
+      for _, text, _, reason in sources.read_tfrecord(path, ('image', 'text', 'id'), checks):
+        name = filters.REASONS[reason]
+        if name in _TEXT_USABLE:
+          yield text
+        else:
+          skipped[name] = skipped.get(name, 0) + 1
+
+  return tf.data.Dataset.from_generator(texts, output_signature=tf.TensorSpec([], tf.string))
+
+
+# Reasons about the image only: the caption is still good vocabulary.
+_TEXT_USABLE = frozenset(('ok', 'missing_image', 'empty_image', 'unsupported_format',
+                          'zero_size_image', 'absurd_dimensions', 'corrupt_image',
+                          'extreme_aspect'))
 
 
 FLAGS = flags.FLAGS
@@ -62,8 +82,12 @@ def main(argv) -> None:
     raise app.UsageError('--input and --output are required')
   t0 = time.time()
   logging.info('learning a WordPiece vocabulary from %s', FLAGS.input)
-  vocab = learn_vocab(texts_from_shards(FLAGS.input), FLAGS.vocab_size, FLAGS.lower_case)
+  skipped = {}
+  vocab = learn_vocab(texts_from_shards(FLAGS.input, skipped), FLAGS.vocab_size,
+                      FLAGS.lower_case)
   write_vocab(vocab, FLAGS.output)
+  if skipped:
+    logging.warning('records skipped (no usable caption): %s', dict(sorted(skipped.items())))
   print(f'wrote {len(vocab)} tokens to {FLAGS.output} in {time.time() - t0:.1f}s', flush=True)
 
 

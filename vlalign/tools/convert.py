@@ -13,6 +13,11 @@ the missing shards. The frequency filters (shared alt-texts, rare words) need co
 first pass writes them to <output>/text_stats.json, which training can use as
 config.data.filters.stats_file. The last line printed is one JSON object:
 {"written": N, "skipped": {"<reason>": n, ...}}.
+
+Inputs are read with the pipeline's readers, so the bounds on what a file may claim hold here
+too (--max_record_bytes, --max_member_bytes, --max_json_depth, --max_image_aspect; config.data's
+defaults). With --workers > 1 a worker that dies (a crash, the OOM killer) is reported with its
+input and its shard counted as `worker_crashed`; the others go on, and a rerun retries it.
 """
 
 import dataclasses
@@ -20,8 +25,11 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
+import signal
 import sys
 import time
+from typing import Iterator
 
 from absl import app, flags
 
@@ -39,6 +47,10 @@ class Unit:
   tfds_split: str = ''
 
 
+# The bounds on what an input file may claim (config.data, data/filters.py), as flags.
+BOUNDS = ('max_record_bytes', 'max_member_bytes', 'max_json_depth', 'max_image_aspect')
+
+
 def _define_flags() -> None:
   flags.DEFINE_multi_string('input', None, 'Source spec(s): tfrecord:<glob>, wds:<glob>, '
                             'tfds:<name>[/<config>]:<split>.')
@@ -50,6 +62,11 @@ def _define_flags() -> None:
   flags.DEFINE_string('id_key', 'id', 'Id feature of tfrecord inputs.')
   flags.DEFINE_string('tfds_data_dir', '', 'TFDS data_dir.')
   flags.DEFINE_integer('max_text_bytes', 4096, 'Longer captions are skipped (text_too_long).')
+  flags.DEFINE_integer('max_record_bytes', 64 << 20, 'Larger TFRecord records are skipped.')
+  flags.DEFINE_integer('max_member_bytes', 32 << 20, 'Larger tar members are skipped unread.')
+  flags.DEFINE_integer('max_json_depth', 32, 'Deeper .json captions are skipped unparsed.')
+  flags.DEFINE_float('max_image_aspect', 20.0, 'Images with a longer/shorter side ratio above '
+                     'this are skipped (extreme_aspect).')
   flags.DEFINE_integer('min_image_side', 0, 'ALIGN: 200 (0: off).')
   flags.DEFINE_float('max_aspect_ratio', 0.0, 'ALIGN: 3 (0: off).')
   flags.DEFINE_integer('min_unigrams', 0, 'ALIGN: 3 (0: off).')
@@ -62,8 +79,9 @@ def data_config(values: dict):
   """A config.data-shaped ConfigDict from flag values (what sources/filters read)."""
   from vlalign import config_lib  # pylint: disable=g-import-not-at-top
   d = config_lib.base_config().data
-  for key in ('image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes'):
-    d[key] = values[key]
+  for key in ('image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes') + BOUNDS:
+    if key in values:  # the bounds keep config.data's defaults unless given
+      d[key] = values[key]
   for key in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
               'max_shared_text', 'min_unigram_count'):
     d.filters[key] = values[key]
@@ -153,6 +171,9 @@ def convert_unit(args: tuple[Unit, int, str]) -> dict:
   if os.path.exists(done):
     with open(done) as f:
       return {**json.load(f), 'resumed': True}
+  crash_on = os.environ.get('VLALIGN_TEST_CRASH_INPUT')  # tests: a worker that dies
+  if crash_on and unit.path and crash_on in unit.path:
+    os.kill(os.getpid(), signal.SIGSEGV)
   skipped, written = {}, 0
   final = os.path.join(out_dir, name + '.tfrecord')
   with tf.io.TFRecordWriter(final + '.tmp') as writer:
@@ -193,28 +214,94 @@ def convert(specs: list[str], out_dir: str, values: dict, workers: int = 2,
   jobs = [(u, len(units), out_dir) for u in units]
   init = (data_cfg.to_json(), stats_path)
   if workers > 1:
-    ctx = multiprocessing.get_context('spawn')  # TensorFlow does not survive fork
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=init)
-    results = pool.imap_unordered(convert_unit, jobs)
+    results = _pool_results(jobs, workers, init)
   else:
-    pool = None
     _init_worker(*init)
     results = map(convert_unit, jobs)
-  try:
-    for i, r in enumerate(results):
-      total['written'] += r['written']
-      for k, v in r['skipped'].items():
-        total['skipped'][k] = total['skipped'].get(k, 0) + v
-      rate = (i + 1) / max(time.time() - t0, 1e-9)
-      logging.info('[%d/%d] %s%s: %d written, %d skipped | ETA %.0fs', i + 1, len(units),
-                   r['shard'], ' (done before)' if r.get('resumed') else '', r['written'],
-                   sum(r['skipped'].values()), (len(units) - i - 1) / rate)
-  finally:
-    if pool:
-      pool.close()
-      pool.join()
+  for i, r in enumerate(results):
+    total['written'] += r['written']
+    for k, v in r['skipped'].items():
+      total['skipped'][k] = total['skipped'].get(k, 0) + v
+    rate = (i + 1) / max(time.time() - t0, 1e-9)
+    logging.info('[%d/%d] %s%s: %d written, %d skipped | ETA %.0fs', i + 1, len(units),
+                 r['shard'], ' (done before)' if r.get('resumed') else '', r['written'],
+                 sum(r['skipped'].values()), (len(units) - i - 1) / rate)
   total['skipped'] = dict(sorted(total['skipped'].items()))
   return total
+
+
+def _worker(init: tuple, tasks, results) -> None:
+  """A worker process: converts the units it is handed until it gets None."""
+  _init_worker(*init)
+  while (job := tasks.get()) is not None:
+    try:
+      results.put((job[0].index, convert_unit(job), ''))
+    except Exception as e:  # pylint: disable=broad-except  (reported by the parent)
+      results.put((job[0].index, None, f'{type(e).__name__}: {e}'))
+
+
+def _crashed(job: tuple, exitcode: int | None) -> dict:
+  """The result of a unit whose worker died: reported, its shard counted as worker_crashed
+  (no .done file, so a rerun tries it again)."""
+  unit, total, _ = job
+  how = (f'signal {signal.Signals(-exitcode).name}' if exitcode and exitcode < 0 and
+         -exitcode in signal.valid_signals() else f'exit code {exitcode}')
+  logging.error('a worker died (%s) converting %s; its shard is counted as worker_crashed '
+                'and not written (run the command again to retry it)', how,
+                unit.path or f'{unit.tfds_name}:{unit.tfds_split}')
+  return {'shard': f'part-{unit.index:05d}-of-{total:05d}', 'written': 0,
+          'skipped': {'worker_crashed': 1}}
+
+
+def _pool_results(jobs: list[tuple], workers: int, init: tuple) -> Iterator[dict]:
+  """convert_unit's results from `workers` spawned processes (TensorFlow does not survive
+  fork), each handed one unit at a time, so a worker that dies (a crash, the OOM killer) is
+  noticed, its unit reported and counted, and a fresh worker takes its place."""
+  ctx = multiprocessing.get_context('spawn')
+  results, pending, slots = ctx.Queue(), list(reversed(jobs)), {}
+
+  def start(slot: int) -> None:
+    if not pending:
+      return
+    tasks = ctx.Queue()
+    proc = ctx.Process(target=_worker, args=(init, tasks, results), daemon=True)
+    proc.start()
+    slots[slot] = [proc, tasks, None]
+    hand_out(slot)
+
+  def hand_out(slot: int) -> None:
+    slots[slot][2] = pending.pop() if pending else None
+    slots[slot][1].put(slots[slot][2])
+
+  try:
+    for slot in range(min(workers, len(jobs))):
+      start(slot)
+    for _ in jobs:
+      yield _next_result(results, slots, start, hand_out)
+  finally:
+    for proc, _, _ in slots.values():
+      if proc.is_alive():
+        proc.kill()
+      proc.join()
+
+
+def _next_result(results, slots: dict, start, hand_out) -> dict:
+  """Waits for the next finished unit, checking every second for workers that died."""
+  while True:
+    try:
+      index, result, error = results.get(timeout=1.0)
+    except queue.Empty:
+      for slot, (proc, _, job) in list(slots.items()):
+        if job is not None and not proc.is_alive():
+          slots[slot][2] = None
+          start(slot)  # a fresh worker, if units are left
+          return _crashed(job, proc.exitcode)
+      continue
+    slot = next(s for s, v in slots.items() if v[2] is not None and v[2][0].index == index)
+    if error:
+      raise RuntimeError(f'converting {slots[slot][2][0].path or index}: {error}')
+    hand_out(slot)
+    return result
 
 
 def main(argv) -> None:
@@ -225,7 +312,7 @@ def main(argv) -> None:
   values = {k: FLAGS[k].value for k in (
       'image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes', 'min_image_side',
       'max_aspect_ratio', 'min_unigrams', 'max_unigrams', 'max_shared_text',
-      'min_unigram_count')}
+      'min_unigram_count') + BOUNDS}
   try:
     total = convert(FLAGS.input, FLAGS.output, values, FLAGS.workers, FLAGS.tfds_shards)
   except DataError as e:
