@@ -103,8 +103,8 @@ def resize_pos_embed(pos: np.ndarray, tokens: int) -> np.ndarray:
                        'both must be a class row plus a square grid')
   lead, d = pos.shape[:-2], pos.shape[-1]
   grid = pos[..., 1:, :].reshape(-1, old, old, d)
-  grid = jax.image.resize(jnp.asarray(grid), (grid.shape[0], new, new, d), 'bicubic',
-                          antialias=True)
+  resize = lambda g: jax.image.resize(g, (g.shape[0], new, new, d), 'bicubic', antialias=True)
+  grid = jax.jit(resize)(jnp.asarray(grid))
   grid = np.asarray(grid).reshape(*lead, new * new, d)
   return np.concatenate([pos[..., :1, :], grid], axis=-2)
 

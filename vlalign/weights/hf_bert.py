@@ -67,5 +67,6 @@ def text_config(t: Tensors, hints: dict) -> tuple[dict, int, int]:
            'num_heads': int(hints.get('num_attention_heads', max(1, width // 64))),
            'max_position': positions,
            'type_vocab_size': int(t['embeddings.token_type_embeddings.weight'].shape[0]),
-           'pooler': 'pooler.dense.weight' in t, 'pad_id': int(hints.get('pad_token_id', 0))},
+           'pooler': 'pooler.dense.weight' in t, 'pad_id': int(hints.get('pad_token_id', 0)),
+           'dropout': float(hints.get('hidden_dropout_prob', 0.1))},
           int(vocab), positions)

@@ -89,5 +89,5 @@ def image_config(t: Tensors, hints: dict, ln_eps: float = 1e-6) -> tuple[dict, i
   mlp = t['blocks.0.mlp.fc1.weight'].shape[0]
   return ({'name': 'vit', 'patch': int(patch), 'width': int(width), 'depth': _depth(t),
            'num_heads': int(heads), 'mlp_ratio': mlp / width, 'pool': 'cls', 'stem': 'patch',
-           'act': 'gelu', 'ln_eps': float(hints.get('layer_norm_eps', ln_eps))},
+           'act': 'gelu', 'ln_eps': float(hints.get('layer_norm_eps', ln_eps)), 'dropout': 0.0},
           grid * int(patch))
