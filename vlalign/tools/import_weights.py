@@ -80,8 +80,13 @@ def main(argv) -> None:
   for name in ('format', 'checkpoint', 'output'):
     if not getattr(FLAGS, name):
       raise app.UsageError(f'--{name} is required')
-  config = import_checkpoint(FLAGS.config, FLAGS.format, FLAGS.checkpoint, FLAGS.output,
-                             FLAGS.model_config, FLAGS.image_size)
+  from vlalign import config_lib  # pylint: disable=import-outside-toplevel
+  from vlalign.weights.common import WeightsError  # pylint: disable=import-outside-toplevel
+  try:
+    config = import_checkpoint(FLAGS.config, FLAGS.format, FLAGS.checkpoint, FLAGS.output,
+                               FLAGS.model_config, FLAGS.image_size)
+  except (WeightsError, config_lib.ConfigError) as e:
+    raise SystemExit(f'vlalign: {e}') from None
   print(json.dumps({'output': os.path.abspath(FLAGS.output), 'image': config.model.image.name,
                     'text': config.model.text.name}))
 
