@@ -94,6 +94,19 @@ def test_openclip_import_init_from_and_resize(tmp_path):
   np.testing.assert_allclose(last[1:], ref['text_features'][1:], atol=ATOL)
 
 
+def test_openclip_resnet_import_with_batch_norm_statistics(tmp_path):
+  path, ref = fixture('openclip_rn')
+  config = import_weights.import_checkpoint(tiny_config(), 'openclip', path, str(tmp_path))
+  assert config.model.image.name == 'clip_resnet' and config.data.image_size == 64
+  flat = load._workdir_variables(str(tmp_path))  # pylint: disable=protected-access
+  variables = traverse_util.unflatten_dict(flat, sep='/')
+  assert variables['batch_stats']['image_tower']['stem_bn1']['var'].min() >= 0.5  # imported
+  model = two_tower.build_model(config.model, 10, config.data.max_len)
+  fn = lambda v, x: model.apply(v, x, method=lambda m, x: m.image_tower(x))
+  np.testing.assert_allclose(jax.jit(fn)(variables, ref['images']), ref['image_features'],
+                             atol=ATOL)
+
+
 @pytest.mark.parametrize('name,fmt', [('timm_vit', 'timm'), ('hf_vit', 'hf')])
 def test_vit_import_and_init_from(tmp_path, name, fmt):
   path, ref = fixture(name)
@@ -147,7 +160,7 @@ def test_shape_mismatch_lists_every_parameter_and_fresh_ones_are_listed():
                                   np.zeros((1, 12), np.int32)))['params']}
   loaded = load.tower_tensors('timm', path, 'image', {'encoder/block0/attn/query/kernel':
                                                       (48, 2, 24)})
-  named = {f'params/image_tower/{k}': v for k, v in loaded.items()}
+  named = {common.place(k, 'image'): v for k, v in loaded.items()}
   fresh = load.fit(dict(named), common.flat_shapes(target), 'x')
   assert 'params/image_proj/kernel' in fresh and 'params/log_scale' in fresh
   assert not [k for k in fresh if k.startswith('params/image_tower/')]

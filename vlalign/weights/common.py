@@ -109,6 +109,26 @@ def resize_pos_embed(pos: np.ndarray, tokens: int) -> np.ndarray:
   return np.concatenate([pos[..., :1, :], grid], axis=-2)
 
 
+# Mapped names that start with this are batch-norm statistics (the 'batch_stats' collection),
+# not parameters.
+STATS = 'batch_stats:'
+
+
+def batch_norm(tensors: Mapping[str, np.ndarray], src: str, dst: str) -> dict[str, np.ndarray]:
+  """A PyTorch BatchNorm as flax's scale / bias parameters and mean / var statistics."""
+  return {f'{dst}/scale': tensors[f'{src}.weight'], f'{dst}/bias': tensors[f'{src}.bias'],
+          f'{STATS}{dst}/mean': tensors[f'{src}.running_mean'],
+          f'{STATS}{dst}/var': tensors[f'{src}.running_var']}
+
+
+def place(name: str, tower: str) -> str:
+  """A mapped tower-relative name as a variable path: 'params/<tower>_tower/...' or
+  'batch_stats/<tower>_tower/...'."""
+  if name.startswith(STATS):
+    return f'batch_stats/{tower}_tower/{name[len(STATS):]}'
+  return f'params/{tower}_tower/{name}'
+
+
 def ln(tensors: Mapping[str, np.ndarray], src: str, dst: str) -> dict[str, np.ndarray]:
   """A PyTorch LayerNorm (weight, bias) as flax's (scale, bias)."""
   return {f'{dst}/scale': tensors[f'{src}.weight'], f'{dst}/bias': tensors[f'{src}.bias']}

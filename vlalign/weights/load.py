@@ -100,8 +100,7 @@ def _model_source(spec: str) -> dict[str, np.ndarray]:
   if fmt != 'openclip':
     raise common.WeightsError(f'config.model.init_from={spec!r}: a whole two-tower model is '
                               'read from a vlalign workdir or an OpenCLIP checkpoint')
-  params = openclip.model_params(common.read_safetensors(path))
-  return {f'params/{k}': v for k, v in params.items()}
+  return openclip.model_params(common.read_safetensors(path))
 
 
 def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarray]:
@@ -118,7 +117,7 @@ def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarra
       name = f'params/{tower}_tower'
       sub = {k[len(name) + 1:]: s for k, s in target.items() if k.startswith(name + '/')}
       params = tower_tensors(fmt, path, tower, sub)
-      loaded.update({f'{name}/{k}': v for k, v in params.items()})
+      loaded.update({common.place(k, tower): v for k, v in params.items()})
   if not loaded:
     return {}
   fresh = fit(loaded, target, 'init_from')

@@ -50,11 +50,63 @@ def _act(hints: dict) -> str:
   return 'quick_gelu' if _model_cfg(hints).get('quick_gelu', False) else 'gelu'
 
 
+def _conv_bn(t: Tensors, conv: str, bn: str, dst_conv: str, dst_bn: str) -> dict:
+  return {f'{dst_conv}/kernel': common.conv(t[f'{conv}.weight']),
+          **common.batch_norm(t, bn, dst_bn)}
+
+
+def resnet_params(t: Tensors) -> dict[str, np.ndarray]:
+  """ModifiedResNet parameters and batch-norm statistics (common.STATS names)."""
+  out = {}
+  for i in (1, 2, 3):
+    out.update(_conv_bn(t, f'visual.conv{i}', f'visual.bn{i}', f'stem_conv{i}', f'stem_bn{i}'))
+  stage = 1
+  while f'visual.layer{stage}.0.conv1.weight' in t:
+    i = 0
+    while f'visual.layer{stage}.{i}.conv1.weight' in t:
+      s, d = f'visual.layer{stage}.{i}', f'layer{stage}_{i}'
+      for j in (1, 2, 3):
+        out.update(_conv_bn(t, f'{s}.conv{j}', f'{s}.bn{j}', f'{d}/conv{j}', f'{d}/bn{j}'))
+      if f'{s}.downsample.0.weight' in t:
+        out.update(_conv_bn(t, f'{s}.downsample.0', f'{s}.downsample.1', f'{d}/down_conv',
+                            f'{d}/down_bn'))
+      i += 1
+    stage += 1
+  a = 'visual.attnpool'
+  out['attnpool/pos_embed'] = t[f'{a}.positional_embedding']
+  for src, dst in (('q_proj', 'query'), ('k_proj', 'key'), ('v_proj', 'value'), ('c_proj', 'out')):
+    out.update(common.dense(t, f'{a}.{src}', f'attnpool/{dst}'))
+  return out
+
+
+def resnet_config(t: Tensors, hints: dict) -> tuple[dict, int]:
+  """(config.model.image for ModifiedResNet, the checkpoint's image size)."""
+  layers, stage = [], 1
+  while f'visual.layer{stage}.0.conv1.weight' in t:
+    layers.append(sum(1 for k in t if k.startswith(f'visual.layer{stage}.')
+                      and k.endswith('.conv1.weight')))
+    stage += 1
+  width = int(t['visual.layer1.0.conv1.weight'].shape[0])
+  vision = _model_cfg(hints).get('vision_cfg', {})
+  grid = int(round((t['visual.attnpool.positional_embedding'].shape[0] - 1) ** 0.5))
+  return ({'name': 'clip_resnet', 'layers': tuple(layers), 'width': width,
+           'output_dim': int(t['visual.attnpool.c_proj.weight'].shape[0]),
+           'num_heads': width * 32 // vision.get('head_width', 64)}, grid * 32)
+
+
+def is_resnet(t: Tensors) -> bool:
+  """Whether the checkpoint's image tower is the modified ResNet (RN50, RN101, ...)."""
+  return 'visual.layer1.0.conv1.weight' in t
+
+
 def image_params(t: Tensors) -> dict[str, np.ndarray]:
-  """ClipViT parameters ('patch_embed/kernel', ...) from an open_clip state dict."""
+  """ClipViT (or, for a ResNet checkpoint, ModifiedResNet) variables from an open_clip state
+  dict, names relative to the tower."""
+  if is_resnet(t):
+    return resnet_params(t)
   if 'visual.conv1.weight' not in t:
-    raise common.WeightsError('not an OpenCLIP ViT checkpoint: no visual.conv1.weight '
-                              '(ResNet and timm-backed towers are not mapped)')
+    raise common.WeightsError('not an OpenCLIP ViT or ResNet checkpoint: no visual.conv1.weight '
+                              '(timm-backed towers are not mapped)')
   out = {'patch_embed/kernel': common.conv(t['visual.conv1.weight']),
          'cls': t['visual.class_embedding'], 'pos_embed': t['visual.positional_embedding'],
          'proj/kernel': t['visual.proj']}
@@ -74,7 +126,9 @@ def text_params(t: Tensors) -> dict[str, np.ndarray]:
 
 
 def image_config(t: Tensors, hints: dict) -> tuple[dict, int]:
-  """(config.model.image for ClipViT, the checkpoint's image size)."""
+  """(config.model.image for ClipViT or ModifiedResNet, the checkpoint's image size)."""
+  if is_resnet(t):
+    return resnet_config(t, hints)
   vision = _model_cfg(hints).get('vision_cfg', {})
   width, _, patch, _ = t['visual.conv1.weight'].shape
   grid = int(round((t['visual.positional_embedding'].shape[0] - 1) ** 0.5))
@@ -96,8 +150,9 @@ def text_config(t: Tensors, hints: dict) -> tuple[dict, int, int]:
 
 
 def model_params(t: Tensors) -> dict[str, np.ndarray]:
-  """The whole two-tower model's parameters (towers end in their own projections)."""
-  out = {f'image_tower/{k}': v for k, v in image_params(t).items()}
-  out.update({f'text_tower/{k}': v for k, v in text_params(t).items()})
-  out['log_scale'] = np.asarray(t['logit_scale'], np.float32).reshape(())
+  """The whole two-tower model's variables ('params/...', 'batch_stats/...'; the towers end
+  in their own projections)."""
+  out = {common.place(k, 'image'): v for k, v in image_params(t).items()}
+  out.update({common.place(k, 'text'): v for k, v in text_params(t).items()})
+  out['params/log_scale'] = np.asarray(t['logit_scale'], np.float32).reshape(())
   return out
