@@ -107,6 +107,34 @@ def test_openclip_resnet_import_with_batch_norm_statistics(tmp_path):
                              atol=ATOL)
 
 
+def test_timm_efficientnet_import_and_tf_same_padding(tmp_path):
+  """tf_efficientnet (width and depth 0.25) with its batch-norm statistics, at 64 px and at an
+  odd 63 px, where TF 'SAME' (timm's tf_ variants, followed here) pads bottom/right."""
+  path, ref = fixture('timm_effnet')
+  config = tiny_config()
+  config.data.image_size = config.data.resize_size = 64
+  config = import_weights.import_checkpoint(config, 'timm', path, str(tmp_path))
+  assert config.model.image.width_coefficient == 0.25 and not config.model.image.include_top
+  variables = traverse_util.unflatten_dict(
+      load._workdir_variables(str(tmp_path)), sep='/')  # pylint: disable=protected-access
+  model = two_tower.build_model(config.model, 100, config.data.max_len)
+  fn = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.image_tower(x)))
+  np.testing.assert_allclose(fn(variables, ref['images']), ref['features'], atol=ATOL)
+  np.testing.assert_allclose(fn(variables, ref['images63']), ref['features63'], atol=ATOL)
+
+
+def test_efficientnet_grid_follows_tf_same_at_289px():
+  """289 px: 10 x 10 at the last stage with TF 'SAME' (TF, timm), where HF's ALIGN gets 9 x 9."""
+  from vlalign.models.efficientnet import EfficientNet  # pylint: disable=import-outside-toplevel
+  net = EfficientNet('b0', width_coefficient=0.25, depth_coefficient=0.25)
+  x = jax.ShapeDtypeStruct((1, 289, 289, 3), np.float32)
+  variables = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
+  grid = jax.eval_shape(lambda v, x: net.apply(v, x, capture_intermediates=True,
+                                               mutable=['intermediates'])[1], variables, x)
+  last = [v for k, v in grid['intermediates'].items() if k.startswith('block')][-1]
+  assert last['__call__'][0].shape[1:3] == (10, 10)
+
+
 @pytest.mark.parametrize('name,fmt', [('timm_vit', 'timm'), ('hf_vit', 'hf')])
 def test_vit_import_and_init_from(tmp_path, name, fmt):
   path, ref = fixture(name)

@@ -6,7 +6,7 @@ import math
 import ml_collections
 
 from vlalign.data import image_ops
-from vlalign.weights import common, hf_bert, load, openclip, timm_vit
+from vlalign.weights import common, hf_bert, load, openclip, timm_effnet, timm_vit
 
 HALF = (127.5, 127.5, 127.5)  # mean = std = 0.5: ImageNet-21k ViTs (timm's and HF's default)
 
@@ -23,12 +23,13 @@ def _set_images(config, size: int, image_size: int, mean, std) -> None:
 
 
 def _pixel_stats(hints: dict, default: tuple) -> tuple[tuple, tuple]:
-  """Mean / std (0..255) from timm's pretrained_cfg or HF's preprocessor fields, else default."""
+  """Mean / std (0..255) from timm's pretrained_cfg or HF's preprocessor fields, else the
+  family's default (mean, std)."""
   src = hints.get('pretrained_cfg', hints)
   mean, std = src.get('mean', src.get('image_mean')), src.get('std', src.get('image_std'))
   if mean and std:
     return tuple(255 * m for m in mean), tuple(255 * s for s in std)
-  return default, default
+  return default
 
 
 def _openclip(config, path: str, t: dict, hints: dict, image_size: int) -> None:
@@ -48,11 +49,17 @@ def _openclip(config, path: str, t: dict, hints: dict, image_size: int) -> None:
 
 def _image_tower(config, fmt: str, path: str, t: dict, hints: dict, image_size: int) -> None:
   hf = fmt == 'hf'
-  image, size = timm_vit.image_config(timm_vit.from_hf(t) if hf else t, hints,
-                                      ln_eps=1e-12 if hf else 1e-6)
+  if not hf and 'conv_stem.weight' in t:
+    image, size = timm_effnet.image_config(t, hints)
+    size = size or config.data.image_size  # convolutional: any size
+    default = image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD  # timm's tf_efficientnet stats
+  else:
+    image, size = timm_vit.image_config(timm_vit.from_hf(t) if hf else t, hints,
+                                        ln_eps=1e-12 if hf else 1e-6)
+    default = HALF, HALF
   with config.model.unlocked():
     config.model.image = _tower(image, f'{fmt}:{path}')
-  mean, std = _pixel_stats(hints, HALF)
+  mean, std = _pixel_stats(hints, default)
   _set_images(config, size, image_size, mean, std)
 
 

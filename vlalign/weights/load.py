@@ -8,11 +8,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vlalign.weights import common, hf_bert, openclip, timm_vit
+from vlalign.weights import common, hf_bert, openclip, timm_effnet, timm_vit
 
 FORMATS = ('openclip', 'hf', 'timm')
 # Parameters a checkpoint may carry that a configured tower may lack (dropped when absent).
-OPTIONAL = ('pooler/',)
+OPTIONAL = ('pooler/', 'top_conv/', 'top_bn/', 'classifier/')
 # Reference-library config files looked for next to a checkpoint (heads, QuickGELU, ...).
 HINT_FILES = ('open_clip_config.json', 'config.json')
 
@@ -47,6 +47,8 @@ def tower_tensors(fmt: str, path: str, tower: str, target: Mapping[str, tuple]) 
   if tower == 'image':
     if fmt == 'openclip':
       return openclip.image_params(t)
+    if fmt == 'timm' and 'conv_stem.weight' in t:
+      return timm_effnet.image_params(t)
     return timm_vit.image_params(timm_vit.from_hf(t) if fmt == 'hf' else t, _heads(target))
   if fmt == 'openclip':
     return openclip.text_params(t)
