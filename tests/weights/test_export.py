@@ -7,19 +7,19 @@ import os
 import numpy as np
 
 from tests.weights.test_parity import fixture, tiny_config
-from vlalign.tools import export, import_weights
+from vlalign.tools import export
 from vlalign.weights import common, convert, load
 
 
-def _roundtrip(tmp_path, name: str, fmt: str) -> tuple[dict, dict, list[str]]:
-  path, _ = fixture(name)
-  config = import_weights.import_checkpoint(tiny_config(), fmt, path, str(tmp_path / 'w'))
-  written = export.export(str(tmp_path / 'w'), fmt, str(tmp_path / 'out'))
-  return common.read_safetensors(path), common.read_safetensors(written[0]), [config, written]
+def _roundtrip(imported, tmp_path, name: str, fmt: str) -> tuple[dict, dict, list]:
+  config, workdir = imported(name, fmt)
+  written = export.export(str(workdir), fmt, str(tmp_path / 'out'))
+  return (common.read_safetensors(fixture(name)[0]), common.read_safetensors(written[0]),
+          [config, written])
 
 
-def test_openclip_import_export_is_exact_and_reimports(tmp_path):
-  want, got, (config, written) = _roundtrip(tmp_path, 'openclip_vit', 'openclip')
+def test_openclip_import_export_is_exact_and_reimports(imported, tmp_path):
+  want, got, (config, written) = _roundtrip(imported, tmp_path, 'openclip_vit', 'openclip')
   assert got.keys() == want.keys()
   for k, v in want.items():
     assert got[k].shape == v.shape, k
@@ -31,8 +31,8 @@ def test_openclip_import_export_is_exact_and_reimports(tmp_path):
   assert os.path.basename(written[1]) == 'open_clip_config.json'
 
 
-def test_hf_bert_import_export_is_exact(tmp_path):
-  want, got, (config, written) = _roundtrip(tmp_path, 'hf_bert', 'hf')
+def test_hf_bert_import_export_is_exact(imported, tmp_path):
+  want, got, (config, written) = _roundtrip(imported, tmp_path, 'hf_bert', 'hf')
   want = common.strip_prefix(want, ('bert.',))
   assert got.keys() == want.keys()
   for k, v in want.items():

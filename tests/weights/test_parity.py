@@ -67,20 +67,20 @@ def unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def test_openclip_import_init_from_and_resize(tmp_path):
-  path, ref = fixture('openclip_vit')
-  config = import_weights.import_checkpoint(tiny_config(), 'openclip', path, str(tmp_path))
+def test_openclip_import_init_from_and_resize(imported):
+  _, ref = fixture('openclip_vit')
+  config, workdir = imported('openclip_vit', 'openclip')
   assert config.model.image.act == 'quick_gelu' and config.model.text.pool == 'eot'
   assert config.data.pixel_mean[0] == pytest.approx(0.48145466 * 255)
   model = two_tower.build_model(config.model, 100, config.data.max_len)
   out = jax.jit(lambda p, x, t: model.apply({'params': p}, x, t))(
-      workdir_params(tmp_path), ref['images'], ref['tokens'])
+      workdir_params(workdir), ref['images'], ref['tokens'])
   np.testing.assert_allclose(out['image'], unit(ref['image_features']), atol=ATOL)
   np.testing.assert_allclose(out['text'], unit(ref['text_features']), atol=ATOL)
   np.testing.assert_allclose(out['scale'], np.exp(ref['logit_scale']), rtol=1e-6)
   # model.init_from = the imported workdir, at 48 px: the position table is resized as
   # open_clip's resize_pos_embed does it (bicubic, antialiased, class token kept).
-  config.model.init_from = str(tmp_path)
+  config.model.init_from = str(workdir)
   config.data.image_size = config.data.resize_size = 48
   config_lib.validate(config)
   model, state = build(config)
@@ -94,11 +94,11 @@ def test_openclip_import_init_from_and_resize(tmp_path):
   np.testing.assert_allclose(last[1:], ref['text_features'][1:], atol=ATOL)
 
 
-def test_openclip_resnet_import_with_batch_norm_statistics(tmp_path):
-  path, ref = fixture('openclip_rn')
-  config = import_weights.import_checkpoint(tiny_config(), 'openclip', path, str(tmp_path))
+def test_openclip_resnet_import_with_batch_norm_statistics(imported):
+  _, ref = fixture('openclip_rn')
+  config, workdir = imported('openclip_rn', 'openclip')
   assert config.model.image.name == 'clip_resnet' and config.data.image_size == 64
-  flat = load._workdir_variables(str(tmp_path))  # pylint: disable=protected-access
+  flat = load._workdir_variables(str(workdir))  # pylint: disable=protected-access
   variables = traverse_util.unflatten_dict(flat, sep='/')
   assert variables['batch_stats']['image_tower']['stem_bn1']['var'].min() >= 0.5  # imported
   model = two_tower.build_model(config.model, 10, config.data.max_len)
@@ -107,16 +107,14 @@ def test_openclip_resnet_import_with_batch_norm_statistics(tmp_path):
                              atol=ATOL)
 
 
-def test_timm_efficientnet_import_and_tf_same_padding(tmp_path):
+def test_timm_efficientnet_import_and_tf_same_padding(imported):
   """tf_efficientnet (width and depth 0.25) with its batch-norm statistics, at 64 px and at an
   odd 63 px, where TF 'SAME' (timm's tf_ variants, followed here) pads bottom/right."""
-  path, ref = fixture('timm_effnet')
-  config = tiny_config()
-  config.data.image_size = config.data.resize_size = 64
-  config = import_weights.import_checkpoint(config, 'timm', path, str(tmp_path))
+  _, ref = fixture('timm_effnet')
+  config, workdir = imported('timm_effnet', 'timm')
   assert config.model.image.width_coefficient == 0.25 and not config.model.image.include_top
   variables = traverse_util.unflatten_dict(
-      load._workdir_variables(str(tmp_path)), sep='/')  # pylint: disable=protected-access
+      load._workdir_variables(str(workdir)), sep='/')  # pylint: disable=protected-access
   model = two_tower.build_model(config.model, 100, config.data.max_len)
   fn = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.image_tower(x)))
   np.testing.assert_allclose(fn(variables, ref['images']), ref['features'], atol=ATOL)
@@ -164,12 +162,12 @@ def test_vit_import_and_init_from(tmp_path, name, fmt):
     assert np.abs(tanh - ref['features48']).max() > 1e-4
 
 
-def test_hf_bert_import_and_init_from(tmp_path):
+def test_hf_bert_import_and_init_from(imported):
   path, ref = fixture('hf_bert')
-  config = import_weights.import_checkpoint(tiny_config(), 'hf', path, str(tmp_path))
+  config, workdir = imported('hf_bert', 'hf')
   assert config.model.text.name == 'bert' and config.model.text.pooler
   model = two_tower.build_model(config.model, 100, config.data.max_len)
-  np.testing.assert_allclose(text_out(model, workdir_params(tmp_path), ref['tokens']),
+  np.testing.assert_allclose(text_out(model, workdir_params(workdir), ref['tokens']),
                              ref['pooled'], atol=ATOL)
   config = tiny_config()
   convert.configure(config, 'hf', path, load.hints_for(path))
