@@ -12,6 +12,7 @@ from vlalign.data import spec as data_spec
 from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
 from vlalign.models import clip as clip_towers
+from vlalign.models import efficientnet
 from vlalign.models import vit
 from vlalign.weights import common as weights_common
 from vlalign.weights import load as weights_load
@@ -113,8 +114,8 @@ def _model_defaults() -> ml_collections.ConfigDict:
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0, 'init_from': '', 'trainable': True},
       # A whole two-tower model (towers, projections, temperature) to start from: a vlalign
-      # workdir (e.g. one written by python -m vlalign.tools.import_weights) or
-      # 'openclip:<path>'; applied before the towers' own init_from; '' = none.
+      # workdir (e.g. one written by python -m vlalign.tools.import_weights), 'openclip:<path>'
+      # or 'hf:<path>' (ALIGN); applied before the towers' own init_from; '' = none.
       'init_from': '',
       'embed_dim': 128,
       # How tower features reach embed_dim: 'linear', 'linear_bias' or 'none' (as they are).
@@ -330,6 +331,8 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
     _check_choice(m.image.get('stem_conv', 'xla'), 'model.image.stem_conv', vit.STEM_CONVS)
     _check_choice(m.image.get('act', 'gelu_tanh'), 'model.image.act', vit.ACTIVATIONS)
+  if m.image.name == 'efficientnet':
+    _check_choice(m.image.get('padding', 'same'), 'model.image.padding', efficientnet.PADDINGS)
   if m.text.name == 'clip_text':
     _check_choice(m.text.get('pool', 'last'), 'model.text.pool', clip_towers.POOLS)
   for tower in ('image', 'text'):
@@ -364,8 +367,8 @@ def _validate_init_from(m: ml_collections.ConfigDict) -> None:
   spec = m.get('init_from', '')
   if spec and not os.path.isdir(spec):
     fmt, _, path = spec.partition(':')
-    _check(fmt == 'openclip' and bool(path), 'model.init_from',
-           f'{spec!r} is neither a vlalign workdir nor "openclip:<path>"')
+    _check(fmt in ('openclip', 'hf') and bool(path), 'model.init_from',
+           f'{spec!r} is neither a vlalign workdir nor "openclip:<path>" / "hf:<path>" (ALIGN)')
     _check_weights_file(path, 'model.init_from')
   elif spec:
     _check(os.path.isdir(os.path.join(spec, 'checkpoints')), 'model.init_from',

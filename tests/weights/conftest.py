@@ -16,7 +16,7 @@ def imported(tmp_path_factory):
     if key not in done:
       workdir = tmp_path_factory.mktemp(name)
       config = tiny_config()
-      if name == 'timm_effnet':
+      if name in ('timm_effnet', 'hf_align'):
         config.data.image_size = config.data.resize_size = 64
       config = import_weights.import_checkpoint(config, fmt, fixture(name)[0], str(workdir),
                                                 model_config, image_size)

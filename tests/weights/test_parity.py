@@ -121,16 +121,36 @@ def test_timm_efficientnet_import_and_tf_same_padding(imported):
   np.testing.assert_allclose(fn(variables, ref['images63']), ref['features63'], atol=ATOL)
 
 
-def test_efficientnet_grid_follows_tf_same_at_289px():
-  """289 px: 10 x 10 at the last stage with TF 'SAME' (TF, timm), where HF's ALIGN gets 9 x 9."""
+def test_hf_align_import_with_hf_padding(imported):
+  """AlignModel: EfficientNet with padding='hf' (checked at an odd 63 px, where it differs from
+  TF 'SAME'), BERT [CLS] -> Linear with bias, temperature as the logit scale."""
+  _, ref = fixture('hf_align')
+  config, workdir = imported('hf_align', 'hf')
+  assert config.model.image.padding == 'hf' and config.model.text_projection == 'linear_bias'
+  variables = traverse_util.unflatten_dict(
+      load._workdir_variables(str(workdir)), sep='/')  # pylint: disable=protected-access
+  model = two_tower.build_model(config.model, 100, config.data.max_len)
+  image = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.project_image(x)))
+  np.testing.assert_allclose(image(variables, ref['images']), ref['image_features'], atol=ATOL)
+  np.testing.assert_allclose(image(variables, ref['images63']), ref['image_features63'],
+                             atol=ATOL)
+  text = jax.jit(lambda v, t: model.apply(v, t, method=lambda m, t: m.project_text(t)))
+  np.testing.assert_allclose(text(variables, ref['tokens']), ref['text_features'], atol=ATOL)
+  scale = model.apply(variables, method=lambda m: m.logit_scale())
+  np.testing.assert_allclose(scale, 1 / 0.05, rtol=1e-6)
+
+
+@pytest.mark.parametrize('padding,cells', [('same', 10), ('hf', 9)])
+def test_efficientnet_grid_at_289px(padding, cells):
+  """289 px: 10 x 10 at the last stage with TF 'SAME' (TF, timm), 9 x 9 with HF's padding."""
   from vlalign.models.efficientnet import EfficientNet  # pylint: disable=import-outside-toplevel
-  net = EfficientNet('b0', width_coefficient=0.25, depth_coefficient=0.25)
+  net = EfficientNet('b0', width_coefficient=0.25, depth_coefficient=0.25, padding=padding)
   x = jax.ShapeDtypeStruct((1, 289, 289, 3), np.float32)
   variables = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
   grid = jax.eval_shape(lambda v, x: net.apply(v, x, capture_intermediates=True,
                                                mutable=['intermediates'])[1], variables, x)
   last = [v for k, v in grid['intermediates'].items() if k.startswith('block')][-1]
-  assert last['__call__'][0].shape[1:3] == (10, 10)
+  assert last['__call__'][0].shape[1:3] == (cells, cells)
 
 
 @pytest.mark.parametrize('name,fmt', [('timm_vit', 'timm'), ('hf_vit', 'hf')])

@@ -6,7 +6,7 @@ import math
 import ml_collections
 
 from vlalign.data import image_ops
-from vlalign.weights import common, hf_bert, load, openclip, timm_effnet, timm_vit
+from vlalign.weights import common, hf_align, hf_bert, load, openclip, timm_effnet, timm_vit
 
 HALF = (127.5, 127.5, 127.5)  # mean = std = 0.5: ImageNet-21k ViTs (timm's and HF's default)
 
@@ -49,7 +49,11 @@ def _openclip(config, path: str, t: dict, hints: dict, image_size: int) -> None:
 
 def _image_tower(config, fmt: str, path: str, t: dict, hints: dict, image_size: int) -> None:
   hf = fmt == 'hf'
-  if not hf and 'conv_stem.weight' in t:
+  if hf and hf_align.is_align(t):
+    image, size = hf_align.image_config(t, hints)
+    size = size or config.data.image_size
+    default = HALF, HALF  # ALIGN's processor: x / 127.5 - 1
+  elif not hf and 'conv_stem.weight' in t:
     image, size = timm_effnet.image_config(t, hints)
     size = size or config.data.image_size  # convolutional: any size
     default = image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD  # timm's tf_efficientnet stats
@@ -71,6 +75,19 @@ def _bert(config, path: str, t: dict, hints: dict) -> None:
   config.data.max_len = min(config.data.max_len, positions)
 
 
+def _align(config, path: str, t: dict, hints: dict, image_size: int) -> None:
+  """AlignModel: EfficientNet (HF padding) + BERT [CLS] -> Linear with bias, temperature."""
+  _image_tower(config, 'hf', path, t, hints.get('vision_config', {}), image_size)
+  _bert(config, path, t, hints.get('text_config', {}))
+  m = config.model
+  m.image.init_from = m.text.init_from = ''
+  m.text.pooler = False
+  m.init_from = f'hf:{path}'
+  m.image_projection, m.text_projection = 'none', 'linear_bias'
+  m.embed_dim = int(t['text_projection.weight'].shape[0])
+  m.learn_temperature, m.temperature_init = True, float(t['temperature'])
+
+
 def configure(config: ml_collections.ConfigDict, fmt: str, path: str, hints: dict,
               image_size: int = 0) -> list[str]:
   """Sets `config`'s towers (and sizes, pixel statistics, init_from) from the checkpoint at
@@ -82,10 +99,10 @@ def configure(config: ml_collections.ConfigDict, fmt: str, path: str, hints: dic
   if fmt not in load.FORMATS:
     raise common.WeightsError(f'--format must be one of {load.FORMATS}, got {fmt!r}')
   bert = common.strip_prefix(t, hf_bert.PREFIXES)
+  if fmt == 'hf' and hf_align.is_align(t) and 'temperature' in t:
+    _align(config, path, t, hints, image_size)
+    return ['image', 'text']
   if fmt == 'hf' and 'embeddings.word_embeddings.weight' in bert:
-    if any(k.startswith('vision_model.') for k in t):
-      raise common.WeightsError(f'{path}: a two-tower Hugging Face checkpoint (ALIGN / CLIP); '
-                                'only its BERT text model is mapped: not imported')
     _bert(config, path, t, hints)
     return ['text']
   _image_tower(config, fmt, path, t, hints, image_size)

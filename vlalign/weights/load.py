@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from vlalign.weights import common, hf_bert, openclip, timm_effnet, timm_vit
+from vlalign.weights import common, hf_align, hf_bert, openclip, timm_effnet, timm_vit
 
 FORMATS = ('openclip', 'hf', 'timm')
 # Parameters a checkpoint may carry that a configured tower may lack (dropped when absent).
@@ -49,6 +49,8 @@ def tower_tensors(fmt: str, path: str, tower: str, target: Mapping[str, tuple]) 
       return openclip.image_params(t)
     if fmt == 'timm' and 'conv_stem.weight' in t:
       return timm_effnet.image_params(t)
+    if fmt == 'hf' and hf_align.is_align(t):
+      return hf_align.image_params(t)
     return timm_vit.image_params(timm_vit.from_hf(t) if fmt == 'hf' else t, _heads(target))
   if fmt == 'openclip':
     return openclip.text_params(t)
@@ -95,14 +97,19 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def _model_source(spec: str) -> dict[str, np.ndarray]:
-  """A whole model's variables ('params/...') from a workdir or '<format>:<path>'."""
+  """A whole model's variables ('params/...', 'batch_stats/...') from a workdir or
+  '<format>:<path>' (openclip, or hf for an AlignModel)."""
   if os.path.isdir(spec):
     return _workdir_variables(spec)
   fmt, path = parse_spec(spec, 'model.init_from')
-  if fmt != 'openclip':
-    raise common.WeightsError(f'config.model.init_from={spec!r}: a whole two-tower model is '
-                              'read from a vlalign workdir or an OpenCLIP checkpoint')
-  return openclip.model_params(common.read_safetensors(path))
+  t = common.read_safetensors(path)
+  if fmt == 'openclip':
+    return openclip.model_params(t)
+  if fmt == 'hf' and hf_align.is_align(t) and 'temperature' in t:
+    return hf_align.model_params(t)
+  raise common.WeightsError(f'config.model.init_from={spec!r}: a whole two-tower model is '
+                            'read from a vlalign workdir, an OpenCLIP or a Hugging Face ALIGN '
+                            'checkpoint')
 
 
 def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ efficientnet.py), batch-norm statistics included.
 Padding: the tower pads like TensorFlow's 'SAME' (more on the bottom/right when odd), which is
 what timm's tf_ variants (Conv2dSame) and the original TF checkpoints do. Hugging Face's ALIGN
 pads stride-2 convolutions with a fixed ZeroPad2d instead, so at some sizes its grids differ
-(289 px: 9 x 9 at the end in HF, 10 x 10 here and in TF/timm); HF ALIGN weights are not mapped.
+(289 px: 9 x 9 at the end in HF, 10 x 10 here and in TF/timm); hf_align.py maps those with
+model.image.padding='hf'.
 """
 
 from typing import Mapping
@@ -58,21 +59,25 @@ def image_params(t: Tensors) -> dict[str, np.ndarray]:
   return out
 
 
-def image_config(t: Tensors, hints: dict) -> tuple[dict, int]:
-  """(config.model.image for EfficientNet without its head, as ALIGN uses it, 0 = no native
-  size in the weights). The width / depth coefficients are found among the variants by the
-  stem width and the number of blocks; a scaled-down network gets explicit coefficients."""
-  del hints
-  stem, blocks = int(t['conv_stem.weight'].shape[0]), len(_blocks(t))
+def find_variant(stem: int, blocks: int) -> dict:
+  """model.image fields (variant, or explicit coefficients for a scaled-down network) of the
+  EfficientNet with this stem width and number of blocks."""
   for name, (width, depth, _, _) in efficientnet.VARIANTS.items():
     if (efficientnet.round_filters(efficientnet.STEM_WIDTH, width) == stem and
         len(efficientnet.block_specs(width, depth)) == blocks):
-      return {'name': 'efficientnet', 'variant': name, 'include_top': False}, 0
+      return {'name': 'efficientnet', 'variant': name, 'include_top': False}
   for width in (0.25, 0.5, 0.75):
     for depth in (0.25, 0.5, 0.75, 1.0):
       if (efficientnet.round_filters(efficientnet.STEM_WIDTH, width) == stem and
           len(efficientnet.block_specs(width, depth)) == blocks):
         return {'name': 'efficientnet', 'variant': 'b0', 'include_top': False,
-                'width_coefficient': width, 'depth_coefficient': depth}, 0
+                'width_coefficient': width, 'depth_coefficient': depth}
   raise common.WeightsError(f'no EfficientNet variant has a {stem}-wide stem and {blocks} '
                             'blocks: set model.image yourself and use model.image.init_from')
+
+
+def image_config(t: Tensors, hints: dict) -> tuple[dict, int]:
+  """(config.model.image for EfficientNet without its head, as ALIGN uses it, 0 = no native
+  size in the weights)."""
+  del hints
+  return find_variant(int(t['conv_stem.weight'].shape[0]), len(_blocks(t))), 0
