@@ -1,57 +1,17 @@
-"""Locked towers (LiT, model.<tower>.trainable=False): no optimizer state, parameters and
-batch-norm statistics unchanged by training; and `python -m vlalign.main` starting from an
-imported fixture tower, locked, ends with that tower bit-identical."""
+"""Locked towers (LiT, model.<tower>.trainable=False): `python -m vlalign.main` starting from
+an imported fixture tower, locked, trains and ends with that tower bit-identical and without
+optimizer state; batch-norm statistics of a locked tower are kept."""
 
 import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from tests.sharded_checks import _tiny_config
 from tests.train.test_main import read_metrics, run_main
 from tests.weights.test_parity import FIXTURES
-from vlalign import optim, parallel, train
-from vlalign.models import two_tower
+from vlalign import train
 from vlalign.weights import common, load
-
-
-def _config():
-  config = _tiny_config()
-  config.model.image.trainable = False
-  return config
-
-
-def _size(tree) -> int:
-  """Elements in the non-scalar leaves (optimizer step counts left out)."""
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree) if x.ndim)
-
-
-def test_locked_tower_has_no_optimizer_state_and_does_not_move():
-  config = _config()
-  mesh = parallel.make_mesh({'data': 1}, jax.devices()[:1])
-  model = two_tower.build_model(config.model, 50, 8)
-  frozen = optim.frozen_towers(config.model)
-  assert frozen == ('image_tower',)
-  tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps, frozen)
-  state, shardings = train.init_state(config, model, tx, mesh)
-  trainable = _size({k: v for k, v in state.params.items() if k != 'image_tower'})
-  assert _size(state.opt_state) == 2 * trainable  # Adam's two moments of the trainable parameters only
-  step = train.make_train_step(config, model, tx, lr_fn, mesh, shardings,
-                               parallel.batch_sharding(mesh, ('data',)))
-  before = jax.device_get(state)
-  rng = np.random.RandomState(0)
-  for _ in range(2):
-    batch = {'image': rng.uniform(-1, 1, (16, 16, 16, 3)).astype(np.float32),
-             'tokens': rng.randint(1, 50, (16, 8)).astype(np.int32)}
-    state, metrics = step(state, batch)
-    assert np.isfinite(float(metrics['train/loss']))
-  after = jax.device_get(state)
-  for a, b in zip(jax.tree.leaves(before.params['image_tower']),
-                  jax.tree.leaves(after.params['image_tower'])):
-    np.testing.assert_array_equal(a, b)
-  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(before.params['text_tower']),
-                                                jax.tree.leaves(after.params['text_tower']))]
-  assert min(moved) > 0
 
 
 def test_locked_tower_keeps_its_batch_norm_statistics():
@@ -78,6 +38,12 @@ def test_main_from_imported_tower_locked_stays_bit_identical(tmp_path, cache):
            '--config.evals.heldout=False')
   assert any('train/loss' in r for r in read_metrics(workdir))
   final = load._workdir_variables(str(workdir))  # pylint: disable=protected-access
+  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, 'checkpoints', '4', 'state'))
+  moments = [(jax.tree_util.keystr(p), x) for p, x in
+             jax.tree_util.tree_flatten_with_path(state['opt_state'])[0] if x.ndim]
+  assert not [p for p, _ in moments if 'image_tower' in p]  # no optimizer state when locked
+  text = [np.abs(x).max() for p, x in moments if 'text_tower' in p]
+  assert text and max(text) > 0  # the text tower trains
   tower = {k[len('params/image_tower/'):]: v for k, v in final.items()
            if k.startswith('params/image_tower/')}
   want = load.tower_tensors('timm', path, 'image',

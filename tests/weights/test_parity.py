@@ -5,6 +5,7 @@ through `python -m vlalign.tools.import_weights` (a workdir) and through the ini
 differences are below 1e-6)."""
 
 import os
+import tempfile
 
 import jax
 import numpy as np
@@ -153,33 +154,34 @@ def test_efficientnet_grid_at_289px(padding, cells):
   assert last['__call__'][0].shape[1:3] == (cells, cells)
 
 
-@pytest.mark.parametrize('name,fmt', [('timm_vit', 'timm'), ('hf_vit', 'hf')])
-def test_vit_import_and_init_from(tmp_path, name, fmt):
-  path, ref = fixture(name)
-  hints = os.path.join(FIXTURES, 'hf_vit.json')
-  if fmt == 'timm':  # timm's state dict does not say the number of heads
-    hints = str(tmp_path / 'timm.json')
-    with open(hints, 'w') as f:
-      f.write('{"num_heads": 2}')
-  config = import_weights.import_checkpoint(tiny_config(), fmt, path, str(tmp_path / 'w'),
-                                            model_config=hints)
-  assert config.model.image.act == 'gelu'
-  assert config.model.image.ln_eps == (1e-12 if fmt == 'hf' else 1e-6)
+def test_hf_vit_import():
+  """transformers ViTModel through import_weights: exact GELU, LayerNorm eps 1e-12."""
+  path, ref = fixture('hf_vit')
+  with tempfile.TemporaryDirectory() as workdir:
+    config = import_weights.import_checkpoint(tiny_config(), 'hf', path, workdir,
+                                              model_config=os.path.join(FIXTURES, 'hf_vit.json'))
+    params = workdir_params(workdir)
+  assert config.model.image.act == 'gelu' and config.model.image.ln_eps == 1e-12
   model = two_tower.build_model(config.model, 100, config.data.max_len)
-  np.testing.assert_allclose(image_out(model, workdir_params(tmp_path / 'w'), ref['images']),
-                             ref['features'], atol=ATOL)
-  if 'images48' in ref:  # model.image.init_from at 48 px: timm's resample_abs_pos_embed
-    config = tiny_config()
-    config.data.image_size = config.data.resize_size = 48
-    convert.configure(config, fmt, path, {'num_heads': 2}, image_size=48)
-    config_lib.validate(config)
-    model, state = build(config)
-    np.testing.assert_allclose(image_out(model, state.params, ref['images48']),
-                               ref['features48'], atol=ATOL)
-    # flax's default tanh GELU is measurably off timm's exact GELU
-    config.model.image.act = 'gelu_tanh'
-    tanh = image_out(two_tower.build_model(config.model, 100, 12), state.params, ref['images48'])
-    assert np.abs(tanh - ref['features48']).max() > 1e-4
+  np.testing.assert_allclose(image_out(model, params, ref['images']), ref['features'], atol=ATOL)
+
+
+def test_timm_vit_init_from_resized():
+  """model.image.init_from=timm:... at 48 px (the checkpoint is 32 px): the position table is
+  resized as timm's resample_abs_pos_embed does it; exact GELU, LayerNorm eps 1e-6."""
+  path, ref = fixture('timm_vit')
+  config = tiny_config()
+  config.data.image_size = config.data.resize_size = 48
+  convert.configure(config, 'timm', path, {'num_heads': 2}, image_size=48)
+  assert config.model.image.act == 'gelu' and config.model.image.ln_eps == 1e-6
+  config_lib.validate(config)
+  model, state = build(config)
+  np.testing.assert_allclose(image_out(model, state.params, ref['images48']),
+                             ref['features48'], atol=ATOL)
+  # flax's default tanh GELU is measurably off timm's exact GELU
+  config.model.image.act = 'gelu_tanh'
+  tanh = image_out(two_tower.build_model(config.model, 100, 12), state.params, ref['images48'])
+  assert np.abs(tanh - ref['features48']).max() > 1e-4
 
 
 def test_hf_bert_import_and_init_from(imported):
