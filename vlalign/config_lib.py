@@ -12,7 +12,11 @@ from vlalign.data import spec as data_spec
 from vlalign.data.tokenizers import families as tokenizer_families
 from vlalign.losses import api as losses_api
 from vlalign.models import two_tower
+from vlalign.models import clip as clip_towers
+from vlalign.models import efficientnet
 from vlalign.models import vit
+from vlalign.weights import common as weights_common
+from vlalign.weights import load as weights_load
 
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
@@ -119,9 +123,22 @@ def _model_defaults() -> ml_collections.ConfigDict:
                 # How the conv/hybrid stems run their 3x3 convolutions: 'xla' (lax.conv) or
                 # 'matmul' (im2col by slicing + one matmul; same parameters, much faster on
                 # XLA:CPU: docs/BENCHMARKS.md, "Demo step").
-                'stem_conv': 'xla', 'dropout': 0.0},
+                'stem_conv': 'xla', 'dropout': 0.0,
+                # The encoder MLP's activation: 'gelu_tanh' (flax's default, vlalign's runs),
+                # 'gelu' (exact: timm / HF ViTs) or 'quick_gelu' (OpenAI CLIP).
+                'act': 'gelu_tanh',
+                # Pretrained weights for this tower alone: '<format>:<path>' with format
+                # openclip | hf | timm (README "Start from pretrained weights"); '' = none.
+                'init_from': '',
+                # False locks the tower (LiT): its parameters and batch-norm statistics stay
+                # fixed and it has no optimizer state.
+                'trainable': True},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
-               'mlp_ratio': 4.0, 'dropout': 0.0},
+               'mlp_ratio': 4.0, 'dropout': 0.0, 'init_from': '', 'trainable': True},
+      # A whole two-tower model (towers, projections, temperature) to start from: a vlalign
+      # workdir (e.g. one written by python -m vlalign.tools.import_weights), 'openclip:<path>'
+      # or 'hf:<path>' (ALIGN); applied before the towers' own init_from; '' = none.
+      'init_from': '',
       'embed_dim': 128,
       # How tower features reach embed_dim: 'linear', 'linear_bias' or 'none' (as they are).
       'image_projection': 'linear',
@@ -264,6 +281,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
   _validate_data(config)
   _validate_model(config.model, config.data)
+  _validate_init_from(config.model)
   _validate_loss_and_optimizer(config)
   _validate_runtime(config)
   _validate_evals(config.evals)
@@ -363,12 +381,49 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
            f'>= {2 * k}, got {m.image.patch}')
     _check_choice(m.image.pool, 'model.image.pool', ('cls', 'mean'))
     _check_choice(m.image.get('stem_conv', 'xla'), 'model.image.stem_conv', vit.STEM_CONVS)
+    _check_choice(m.image.get('act', 'gelu_tanh'), 'model.image.act', vit.ACTIVATIONS)
+  if m.image.name == 'efficientnet':
+    _check_choice(m.image.get('padding', 'same'), 'model.image.padding', efficientnet.PADDINGS)
+  if m.text.name == 'clip_text':
+    _check_choice(m.text.get('pool', 'last'), 'model.text.pool', clip_towers.POOLS)
   for tower in ('image', 'text'):
     _check_choice(m[f'{tower}_projection'], f'model.{tower}_projection', two_tower.PROJECTIONS)
   _check(m.vocab_size >= 0, 'model.vocab_size', 'must be 0 (the tokenizer\'s) or positive')
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
   _check(m.bias_init is None or abs(m.bias_init) < float('inf'), 'model.bias_init',
          f'must be None (no bias) or a finite number, got {m.bias_init!r}')
+
+
+def _check_weights_file(path: str, field: str) -> None:
+  _check(os.path.exists(path), field, f'{path} does not exist')
+  _check(not path.endswith(weights_common.PICKLE_SUFFIXES), field,
+         f'{path} is a pickle checkpoint, which vlalign does not read; '
+         f'{weights_common.CONVERT_HINT}')
+
+
+def _validate_init_from(m: ml_collections.ConfigDict) -> None:
+  """Pretrained weights: well-formed specs whose files exist (seconds, before any build)."""
+  for tower in ('image', 'text'):
+    field = f'model.{tower}.init_from'
+    spec = m[tower].get('init_from', '')
+    _check(isinstance(m[tower].get('trainable', True), bool), f'model.{tower}.trainable',
+           'must be True or False')
+    if not spec:
+      continue
+    fmt, _, path = spec.partition(':')
+    _check(fmt in weights_load.FORMATS and bool(path), field,
+           f'{spec!r} is not "<format>:<path>" with format one of {weights_load.FORMATS}')
+    _check(tower == 'image' or fmt != 'timm', field, 'format "timm" holds image towers only')
+    _check_weights_file(path, field)
+  spec = m.get('init_from', '')
+  if spec and not os.path.isdir(spec):
+    fmt, _, path = spec.partition(':')
+    _check(fmt in ('openclip', 'hf') and bool(path), 'model.init_from',
+           f'{spec!r} is neither a vlalign workdir nor "openclip:<path>" / "hf:<path>" (ALIGN)')
+    _check_weights_file(path, 'model.init_from')
+  elif spec:
+    _check(os.path.isdir(os.path.join(spec, 'checkpoints')), 'model.init_from',
+           f'{spec} holds no checkpoints/ directory (a vlalign workdir is expected)')
 
 
 def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:

@@ -79,10 +79,12 @@ def main(argv) -> None:
   logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
   from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
   from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
+  from vlalign.weights.common import WeightsError  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(FLAGS.config, workdir)
   except (FloatingPointError, checkpoint.CheckpointMismatchError,
-          checkpoint.CheckpointUnreadableError, config_lib.ConfigError, DataError) as e:
+          checkpoint.CheckpointUnreadableError, config_lib.ConfigError, DataError,
+          WeightsError) as e:
     raise SystemExit(f'vlalign: {e}') from None
 
 

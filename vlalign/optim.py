@@ -36,9 +36,17 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(one, params)
 
 
-def make_optimizer(opt: ml_collections.ConfigDict,
-                   total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(gradient transformation with clipping, its lr schedule)."""
+def frozen_towers(model_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Top-level parameter names of the towers locked by model.<tower>.trainable=False."""
+  return tuple(f'{t}_tower' for t in ('image', 'text') if not model_cfg[t].get('trainable', True))
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int,
+                   frozen: tuple[str, ...] = ()) -> tuple[optax.GradientTransformation,
+                                                          optax.Schedule]:
+  """(gradient transformation with clipping, its lr schedule). Parameters under the top-level
+  names in `frozen` (locked towers) get zero updates and no optimizer state (their gradients
+  are left out of the clipping norm too)."""
   lr = schedule(opt, total_steps)
   if opt.name == 'adamw':
     tx = optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
@@ -50,4 +58,8 @@ def make_optimizer(opt: ml_collections.ConfigDict,
     raise ValueError(f'config.optimizer.name: unknown optimizer {opt.name!r}')
   if opt.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  if frozen:
+    labels = lambda params: {k: jax.tree.map(lambda _: 'frozen' if k in frozen else 'train', v)
+                             for k, v in params.items()}
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
   return tx, lr

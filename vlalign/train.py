@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,6 +26,7 @@ from vlalign.losses import api as losses_api
 from vlalign.methods import zerovl
 from vlalign.methods import get_method
 from vlalign.models import two_tower
+from vlalign.weights import load as weights_load
 
 
 @flax.struct.dataclass
@@ -68,16 +70,18 @@ def _concepts(config) -> concepts_lib.Concepts | None:
   return concepts_lib.Concepts(me.concepts_file, me.concepts_sample, me.concepts_len)
 
 
-def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
-  """Sharded initial state built by jit(init, out_shardings) from its abstract shape."""
+def init_state(config, model, tx, mesh, load_weights: bool = True) -> tuple[TrainState, Any]:
+  """Sharded initial state built by jit(init, out_shardings) from its abstract shape; with
+  `load_weights`, the configured pretrained weights (model.init_from, model.<tower>.init_from)
+  replace the initial values before the method's state and the optimizer state are built."""
   d = config.data
   images = jnp.zeros((1, d.image_size, d.image_size, 3), jnp.float32)
   tokens = jnp.zeros((1, d.max_len), jnp.int32)
   method = get_method(config.method.name)
 
-  def init_fn(seed):
+  def init_fn(seed, pretrained):
     params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
-    variables = model.init({'params': params_rng}, images, tokens)
+    variables = _replace_leaves(model.init({'params': params_rng}, images, tokens), pretrained)
     params, extra = variables.pop('params'), {}
     if method is not None:  # the method's heads join the params; its state goes to `extra`
       params, extra = method.init(config, model, params, variables,
@@ -86,12 +90,36 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
                       rng=step_rng, skipped=jnp.zeros((), jnp.int32), model_state=variables,
                       extra=extra)
 
-  abstract = jax.eval_shape(init_fn, config.seed)
+  abstract = jax.eval_shape(init_fn, config.seed, {})
   shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
   if method is not None:
     shardings = shardings.replace(extra=method.extra_shardings(config, shardings, mesh))
-  state = jax.jit(init_fn, static_argnums=0, out_shardings=shardings)(config.seed)
+  pretrained = _pretrained(config, abstract, shardings) if load_weights else {}
+  state = jax.jit(init_fn, static_argnums=0, out_shardings=shardings)(config.seed, pretrained)
   return state, shardings
+
+
+def _replace_leaves(variables: dict, replacements: dict) -> dict:
+  """`variables` with the leaves named in `replacements` ('params/a/b' -> array) swapped."""
+  if not replacements:
+    return variables
+  flat = traverse_util.flatten_dict(variables, sep='/')
+  flat.update(replacements)
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
+def _pretrained(config, abstract: TrainState, shardings: TrainState) -> dict:
+  """The configured pretrained arrays, read on the host, cast to the parameters' dtype
+  (float32 master weights whatever the compute dtype) and placed with their shardings."""
+  variables = {'params': abstract.params, **abstract.model_state}
+  loaded = weights_load.initial_variables(config.model, variables)
+  if not loaded:
+    return {}
+  flat = lambda tree: {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf for path, leaf in
+                       jax.tree_util.tree_flatten_with_path(tree)[0]}
+  dtypes = flat(variables)
+  places = flat({'params': shardings.params, **shardings.model_state})
+  return {k: jax.device_put(np.asarray(v, dtypes[k].dtype), places[k]) for k, v in loaded.items()}
 
 
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
@@ -99,6 +127,7 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   loss_cfg = config.loss
   nan_steps = tuple(int(s) for s in config.debug.nan_loss_at_steps)
   method = get_method(config.method.name)
+  frozen = optim.frozen_towers(config.model)
 
   def clip_objective(params, model_state, extra, batch, rng):
     out, model_state = model.apply({'params': params, **model_state}, batch['image'],
@@ -140,6 +169,9 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
         factor = jnp.where(bad, jnp.nan, 1.0)
         loss, grads = loss * factor, jax.tree.map(lambda g: g * factor, grads)
         losses = {**losses, 'loss': loss}
+    if frozen:  # locked towers (LiT): no gradient, no update, statistics kept
+      grads = {k: jax.tree.map(jnp.zeros_like, g) if k in frozen else g for k, g in grads.items()}
+      model_state = _keep_towers(model_state, state.model_state, frozen)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -164,6 +196,12 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   # `batch_sharding` is a prefix of the batch: every key (views included) is split on the batch.
   return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def _keep_towers(new: dict, old: dict, towers: tuple[str, ...]) -> dict:
+  """`new` model state (batch-norm statistics) with `old`'s values for the named towers."""
+  return {c: {k: old[c][k] if k in towers else v for k, v in tree.items()}
+          for c, tree in new.items()}
 
 
 def _abstract(state, shardings):
@@ -280,6 +318,12 @@ def _data_state(saved: dict, config) -> pipeline.DataState:
   return pipeline.DataState.from_vector(saved['hosts'][jax.process_index()], n)
 
 
+def _has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a step checkpoint (then the run resumes from it)."""
+  root = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(root) and any(name.isdigit() for name in os.listdir(root))
+
+
 def _restore(config, workdir, state, shardings):
   manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'),
                                     save_every=config.checkpoint_every,
@@ -332,8 +376,9 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   paths = prepare_data(config)
   tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
-  tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
-  state, shardings = init_state(config, model, tx, mesh)
+  tx, _ = optim.make_optimizer(config.optimizer, config.total_steps,
+                               optim.frozen_towers(config.model))
+  state, shardings = init_state(config, model, tx, mesh, load_weights=False)
   manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'), save_every=1, keep=None)
   steps = sorted(manager.all_steps())
   if not steps:
@@ -386,8 +431,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
   tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
-  tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
-  state, shardings = init_state(config, model, tx, mesh)
+  tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps,
+                                   optim.frozen_towers(config.model))
+  # Pretrained weights (init_from) start a run; a resumed run takes its own checkpoint.
+  state, shardings = init_state(config, model, tx, mesh,
+                                load_weights=not _has_checkpoint(workdir))
   manager, state, data_state = _restore(config, workdir, state, shardings)
   start = int(jax.device_get(state.step))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))

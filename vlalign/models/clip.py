@@ -112,13 +112,18 @@ class ClipViT(nn.Module):
     return _project(x, self.output_dim, self.dtype)
 
 
+POOLS = ('last', 'eot')
+
+
 class ClipText(nn.Module):
   """CLIP text transformer: token + position embeddings, causal blocks, ln_final, features at
   the end-of-text token, projection. Defaults are CLIP's (49,408 vocab, 77 tokens, 512 wide).
 
-  The end-of-text token is taken as the last non-padding token of each row (CLIP's BPE puts
-  [EOT] there, and so does a WordPiece tokenizer with [SEP]); with a causal mask it is the one
-  position that has seen the whole text.
+  `pool` says where the end-of-text token is: 'last' (default), the last token that is not
+  `pad_id` (where a WordPiece tokenizer puts [SEP], whatever its id); 'eot', the highest id of
+  the row, open_clip's rule for CLIP's BPE, whose end-of-text id is the largest and whose id 0
+  ('!') is a real token, so 'last' would stop early at a trailing '!'. With a causal mask it
+  is the one position that has seen the whole text.
   """
   vocab_size: int = 49408
   max_len: int = 77
@@ -131,6 +136,7 @@ class ClipText(nn.Module):
   remat: bool = False
   act: str = 'quick_gelu'
   ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
+  pool: str = 'last'  # one of POOLS
   # The last block computes only the end-of-text token (same output, less work).
   pool_last_block: bool = True
 
@@ -147,7 +153,12 @@ class ClipText(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(0.01), (self.max_len, self.width))
     x = (x + pos[:length]).astype(self.dtype)
     mask = nn.make_causal_mask(tokens)
-    eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+    if self.pool == 'eot':
+      eot = jnp.argmax(tokens, axis=1)
+    elif self.pool == 'last':
+      eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+    else:
+      raise ValueError(f'model.text.pool must be one of {POOLS}, got {self.pool!r}')
     pool = eot if self.pool_last_block and not return_tokens else None
     x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, self.act, self.ln_eps,
                     name='transformer')(x, mask, train, pool)

@@ -33,6 +33,20 @@ STAGES = (
 )
 STEM_WIDTH, TOP_WIDTH, SE_RATIO = 32, 1280, 0.25
 BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
+# model.image.padding of the stem and the stride-2 depthwise convolutions: TF's 'same' (more
+# padding bottom/right when the total is odd: TF and timm checkpoints) or 'hf', Hugging Face
+# ALIGN's fixed (k // 2 - 1, k // 2) zero padding before a VALID convolution. They agree on even
+# sizes; at 289 px the last grid is 10 x 10 with 'same', 9 x 9 with 'hf'.
+PADDINGS = ('same', 'hf')
+
+
+def _padding(kernel: int, stride: int, padding: str):
+  """The flax padding of a k x k convolution with this stride under a PADDINGS convention."""
+  if padding not in PADDINGS:
+    raise ValueError(f'model.image.padding must be one of {PADDINGS}, got {padding!r}')
+  if padding == 'same' or stride == 1:
+    return 'SAME'
+  return ((kernel // 2 - 1, kernel // 2),) * 2
 
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'truncated_normal')
 # A depthwise kernel is [k, k, 1, C]: each output sees k*k inputs, so scale by fan-in.
@@ -96,6 +110,7 @@ class MBConv(nn.Module):
   expand: int
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
+  padding: str = 'same'  # one of PADDINGS
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -107,7 +122,8 @@ class MBConv(nn.Module):
       y = nn.swish(_bn(train, self.dtype, 'expand_bn')(y))
     width = y.shape[-1]
     y = nn.Conv(width, (self.kernel, self.kernel), strides=(self.stride, self.stride),
-                padding='SAME', feature_group_count=width, use_bias=False, kernel_init=depthwise_init,
+                padding=_padding(self.kernel, self.stride, self.padding),
+                feature_group_count=width, use_bias=False, kernel_init=depthwise_init,
                 dtype=self.dtype, name='dw_conv')(y)
     y = nn.swish(_bn(train, self.dtype, 'dw_bn')(y))
     y = SqueezeExcite(max(1, int(w_in * SE_RATIO)), self.dtype, name='se')(y)
@@ -134,6 +150,7 @@ class EfficientNet(nn.Module):
   depth_coefficient: float = 0.0
   drop_path_rate: float = 0.2
   dropout: float = -1.0  # classifier dropout (include_top only); -1 takes the variant's
+  padding: str = 'same'  # stride-2 convolutions' padding: one of PADDINGS
   dtype: Dtype = jnp.float32
   remat: bool = False
 
@@ -148,7 +165,8 @@ class EfficientNet(nn.Module):
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     width, depth = self.coefficients()
-    x = nn.Conv(round_filters(STEM_WIDTH, width), (3, 3), strides=(2, 2), padding='SAME',
+    x = nn.Conv(round_filters(STEM_WIDTH, width), (3, 3), strides=(2, 2),
+                padding=_padding(3, 2, self.padding),
                 use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                 name='stem_conv')(images.astype(self.dtype))
     x = nn.swish(_bn(train, self.dtype, 'stem_bn')(x))
@@ -156,7 +174,8 @@ class EfficientNet(nn.Module):
     specs = block_specs(width, depth)
     for i, spec in enumerate(specs):
       x = block(spec['w_out'], spec['kernel'], spec['stride'], spec['expand'],
-                self.drop_path_rate * i / len(specs), self.dtype, name=f'block{i}')(x, train)
+                self.drop_path_rate * i / len(specs), self.dtype, self.padding,
+                name=f'block{i}')(x, train)
     if self.include_top:
       x = nn.Conv(round_filters(TOP_WIDTH, width), (1, 1), use_bias=False, kernel_init=conv_init,
                   dtype=self.dtype, name='top_conv')(x)

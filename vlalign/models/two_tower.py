@@ -110,6 +110,14 @@ def _projection(kind: str, embed_dim: int, tower: str) -> Callable[[jnp.ndarray]
   return nn.Dense(embed_dim, use_bias=kind == 'linear_bias', name=f'{tower}_proj')
 
 
+# Tower config fields that are not constructor arguments (read by train.py and optim.py).
+NON_TOWER_FIELDS = ('init_from', 'trainable')
+
+
+def _tower_kwargs(tower_cfg: ml_collections.ConfigDict) -> dict:
+  return {k: v for k, v in dict(tower_cfg).items() if k not in NON_TOWER_FIELDS}
+
+
 def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: int) -> TwoTower:
   """Builds the two-tower model named by `config.model` (tower names checked by config_lib);
   `vocab_size` is the tokenizer's (model.vocab_size, when set, must hold it)."""
@@ -119,10 +127,8 @@ def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: 
       raise ValueError(f'the tokenizer has {vocab_size} tokens but config.model.vocab_size is '
                        f'{model_cfg.vocab_size}')
     vocab_size = model_cfg.vocab_size
-  img_kwargs = dict(model_cfg.image)
-  img_name = img_kwargs.pop('name')
-  txt_kwargs = dict(model_cfg.text)
-  txt_name = txt_kwargs.pop('name')
+  img_kwargs, txt_kwargs = _tower_kwargs(model_cfg.image), _tower_kwargs(model_cfg.text)
+  img_name, txt_name = img_kwargs.pop('name'), txt_kwargs.pop('name')
   image = IMAGE_TOWERS[img_name](dtype=dtype, remat=model_cfg.remat, **img_kwargs)
   text = TEXT_TOWERS[txt_name](vocab_size=vocab_size, max_len=max_len, dtype=dtype,
                                remat=model_cfg.remat,

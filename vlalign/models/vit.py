@@ -8,18 +8,24 @@ import jax.numpy as jnp
 
 Dtype = Any
 
+# model.image.act: flax's default tanh-approximated GELU (vlalign's own runs), the exact erf
+# GELU (timm, Hugging Face and PyTorch ViTs) or CLIP's QuickGELU x * sigmoid(1.702 x).
+ACTIVATIONS = {'gelu_tanh': nn.gelu, 'gelu': lambda x: nn.gelu(x, approximate=False),
+               'quick_gelu': lambda x: x * nn.sigmoid(1.702 * x)}
+
 
 class MlpBlock(nn.Module):
-  """Transformer feed-forward block: Dense -> GELU -> Dense."""
+  """Transformer feed-forward block: Dense -> GELU (one of ACTIVATIONS) -> Dense."""
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  act: str = 'gelu_tanh'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     width = x.shape[-1]
     x = nn.Dense(self.mlp_dim, dtype=self.dtype, name='fc1')(x)
-    x = nn.gelu(x)
+    x = ACTIVATIONS[self.act](x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return nn.Dense(width, dtype=self.dtype, name='fc2')(x)
 
@@ -30,16 +36,18 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  act: str = 'gelu_tanh'
+  ln_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
-    y = nn.LayerNorm(dtype=self.dtype, name='ln1')(x)
+    y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln1')(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout,
         deterministic=not train, name='attn')(y, y, mask=mask)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(y)
-    y = nn.LayerNorm(dtype=self.dtype, name='ln2')(x)
-    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, name='mlp')(y, train)
+    y = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln2')(x)
+    y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.act, name='mlp')(y, train)
     return x + nn.Dropout(self.dropout, deterministic=not train)(y)
 
 
@@ -51,16 +59,18 @@ class Encoder(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
+  act: str = 'gelu_tanh'
+  ln_eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False, return_levels: bool = False):
     """Final-normed outputs [n, L, width]; with `return_levels` also the [CLS] (position 0)
     output of every block, each through the same final LayerNorm: [n, depth, width]."""
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
-    norm = nn.LayerNorm(dtype=self.dtype, name='ln_final')
+    norm = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_final')
     levels = []
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype,
+      x = block(self.num_heads, self.mlp_dim, self.dropout, self.dtype, self.act, self.ln_eps,
                 name=f'block{i}')(x, mask, train)
       if return_levels:
         levels.append(x[:, 0])
@@ -184,6 +194,8 @@ class ViT(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
+  act: str = 'gelu_tanh'  # the encoder MLP's activation: one of ACTIVATIONS
+  ln_eps: float = 1e-6  # the encoder's LayerNorm epsilon (flax's and timm's; HF ViT: 1e-12)
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False, *, keep: jnp.ndarray | None = None,
@@ -222,8 +234,11 @@ class ViT(nn.Module):
       if extra_valid is not None:
         valid = jnp.concatenate([jnp.ones((n, num_patches + 1), bool), extra_valid], axis=1)
         mask = nn.make_attention_mask(valid, valid)
+    if self.act not in ACTIVATIONS:
+      raise ValueError(f'model.image.act must be one of {list(ACTIVATIONS)}, got {self.act!r}')
     encoder = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
-                      self.dropout, self.dtype, self.remat, name='encoder')
+                      self.dropout, self.dtype, self.remat, self.act, self.ln_eps,
+                      name='encoder')
     levels = None
     if return_levels:
       x, levels = encoder(x, mask, train, return_levels=True)
