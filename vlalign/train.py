@@ -375,7 +375,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
   tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
-  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
+  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len,
+                                **tokenizers_lib.model_token_ids(tokenizer))
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps,
                                optim.frozen_towers(config.model))
   state, shardings = init_state(config, model, tx, mesh, load_weights=False)
@@ -430,7 +431,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
   tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
-  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
+  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len,
+                                **tokenizers_lib.model_token_ids(tokenizer))
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps,
                                    optim.frozen_towers(config.model))
   # Pretrained weights (init_from) start a run; a resumed run takes its own checkpoint.

@@ -62,3 +62,13 @@ class SelfAttention(nn.Module):
     weights = nn.Dropout(self.dropout, deterministic=not train)(weights)
     out = jnp.einsum('nhqk,nkhd->nqhd', weights, v).reshape(n, q.shape[1], width)
     return nn.Dense(width, dtype=self.dtype, kernel_init=self.kernel_init, name='out')(out)
+
+
+def text_positions(tokens: jnp.ndarray, pad_id: int, eos_id: int | None = None) -> jnp.ndarray:
+  """bool [n, L]: the positions that hold text. With `eos_id` (tokenizers whose pad id is also a
+  real token, such as CLIP's BPE, where id 0 is '!'), every position up to and including the
+  first end token; otherwise every position whose id is not `pad_id`."""
+  if eos_id is None:
+    return tokens != pad_id
+  is_eos = (tokens == eos_id).astype(jnp.int32)
+  return (jnp.cumsum(is_eos, axis=1) - is_eos) == 0

@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vlalign.models import attention
 from vlalign.models.attention import SelfAttention
 
 Dtype = Any
@@ -53,6 +54,8 @@ class Bert(nn.Module):
   type_vocab_size: int = 2
   pooler: bool = False
   pad_id: int = 0
+  # The end token's id when padding cannot be told from text by id (CLIP's BPE pads with '!').
+  eos_id: int | None = None
   dropout: float = 0.1
   dtype: Dtype = jnp.float32
   remat: bool = False
@@ -81,7 +84,7 @@ class Bert(nn.Module):
     x = x + embed(self.type_vocab_size, 'type_embed')(jnp.zeros_like(tokens))
     x = nn.LayerNorm(LN_EPSILON, dtype=self.dtype, name='ln_embed')(x.astype(self.dtype))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    valid = tokens != self.pad_id
+    valid = attention.text_positions(tokens, self.pad_id, self.eos_id)
     mask = nn.make_attention_mask(valid, valid)
     layer = nn.remat(BertLayer, static_argnums=(3,)) if self.remat else BertLayer
     levels = []

@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vlalign.models import attention
 from vlalign.models.attention import SelfAttention
 
 Dtype = Any
@@ -132,6 +133,8 @@ class ClipText(nn.Module):
   num_heads: int = 8
   output_dim: int = 512
   pad_id: int = 0
+  # The end token's id when padding cannot be told from text by id (CLIP's BPE pads with '!').
+  eos_id: int | None = None
   dtype: Dtype = jnp.float32
   remat: bool = False
   act: str = 'quick_gelu'
@@ -156,7 +159,8 @@ class ClipText(nn.Module):
     if self.pool == 'eot':
       eot = jnp.argmax(tokens, axis=1)
     elif self.pool == 'last':
-      eot = jnp.maximum(jnp.sum(tokens != self.pad_id, axis=1) - 1, 0)
+      eot = jnp.maximum(
+          jnp.sum(attention.text_positions(tokens, self.pad_id, self.eos_id), axis=1) - 1, 0)
     else:
       raise ValueError(f'model.text.pool must be one of {POOLS}, got {self.pool!r}')
     pool = eot if self.pool_last_block and not return_tokens else None

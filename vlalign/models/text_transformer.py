@@ -5,6 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vlalign.models import attention
 from vlalign.models.vit import Encoder
 
 Dtype = Any
@@ -19,6 +20,8 @@ class TextTransformer(nn.Module):
   num_heads: int = 4
   mlp_ratio: float = 4.0
   pad_id: int = 0
+  # The end token's id when padding cannot be told from text by id (CLIP's BPE pads with '!').
+  eos_id: int | None = None
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   remat: bool = False
@@ -35,7 +38,7 @@ class TextTransformer(nn.Module):
                  name='token_embed')(tokens).astype(self.dtype)
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, self.max_len, self.width))
     x = x + pos[:, :tokens.shape[1]].astype(self.dtype)
-    valid = tokens != self.pad_id
+    valid = attention.text_positions(tokens, self.pad_id, self.eos_id)
     mask = nn.make_attention_mask(valid, valid)
     encoder = Encoder(self.depth, self.num_heads, int(self.width * self.mlp_ratio),
                       self.dropout, self.dtype, self.remat, name='encoder')

@@ -118,9 +118,11 @@ def _tower_kwargs(tower_cfg: ml_collections.ConfigDict) -> dict:
   return {k: v for k, v in dict(tower_cfg).items() if k not in NON_TOWER_FIELDS}
 
 
-def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: int) -> TwoTower:
+def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: int,
+                pad_id: int = 0, eos_id: int | None = None) -> TwoTower:
   """Builds the two-tower model named by `config.model` (tower names checked by config_lib);
-  `vocab_size` is the tokenizer's (model.vocab_size, when set, must hold it)."""
+  `vocab_size` is the tokenizer's (model.vocab_size, when set, must hold it); `pad_id` and
+  `eos_id` say where a row's text ends (tokenizers.model_token_ids)."""
   dtype = DTYPES[model_cfg.compute_dtype]
   if model_cfg.vocab_size:
     if vocab_size > model_cfg.vocab_size:
@@ -129,10 +131,11 @@ def build_model(model_cfg: ml_collections.ConfigDict, vocab_size: int, max_len: 
     vocab_size = model_cfg.vocab_size
   img_kwargs, txt_kwargs = _tower_kwargs(model_cfg.image), _tower_kwargs(model_cfg.text)
   img_name, txt_name = img_kwargs.pop('name'), txt_kwargs.pop('name')
+  txt_kwargs.setdefault('pad_id', pad_id)  # an imported tower's own pad id (model.text) wins
+  txt_kwargs.setdefault('eos_id', eos_id)
   image = IMAGE_TOWERS[img_name](dtype=dtype, remat=model_cfg.remat, **img_kwargs)
   text = TEXT_TOWERS[txt_name](vocab_size=vocab_size, max_len=max_len, dtype=dtype,
-                               remat=model_cfg.remat,
-                               **txt_kwargs)
+                               remat=model_cfg.remat, **txt_kwargs)
   return TwoTower(image, text, model_cfg.embed_dim, model_cfg.temperature_init,
                   model_cfg.learn_temperature, model_cfg.image_projection,
                   model_cfg.text_projection, model_cfg.get('bias_init'))

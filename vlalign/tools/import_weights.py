@@ -36,6 +36,18 @@ def _define_flags() -> None:
                        'resized); 0: the checkpoint\'s.')
 
 
+def _tokenizer(config):
+  """The run's tokenizer when its file is at hand (the embedded default is generated), else
+  None (a text tower from the checkpoint brings its own vocabulary size)."""
+  # pylint: disable=import-outside-toplevel
+  from vlalign import train
+  from vlalign.data import tokenizers as tokenizers_lib
+  path = tokenizers_lib.vocab_path(config.data)
+  if path and not os.path.exists(path):
+    return None
+  return tokenizers_lib.make_tokenizer(config.data, path or train.prepare_data(config)['vocab'])
+
+
 def import_checkpoint(config, fmt: str, path: str, output: str, model_config: str = '',
                       image_size: int = 0):
   """Writes the workdir `output` for the checkpoint; returns the config written."""
@@ -44,16 +56,16 @@ def import_checkpoint(config, fmt: str, path: str, output: str, model_config: st
   import numpy as np
   from vlalign import checkpoint, config_lib, optim, parallel, train
   from vlalign.data import pipeline
-  from vlalign.data.text import WordpieceTokenizer
+  from vlalign.data import tokenizers as tokenizers_lib
   from vlalign.models import two_tower
   from vlalign.weights import common, convert, load
   hints = common.read_json(model_config) if model_config else load.hints_for(path)
   towers = convert.configure(config, fmt, os.path.abspath(path), hints, image_size)
   config_lib.validate(config)
-  vocab = config.model.vocab_size
-  if not vocab:  # the text tower is the config's own: its vocabulary is the tokenizer's
-    vocab = WordpieceTokenizer(train.prepare_data(config)['vocab'], config.data.max_len).vocab_size
-  model = two_tower.build_model(config.model, vocab, config.data.max_len)
+  tokenizer = _tokenizer(config)
+  vocab = config.model.vocab_size or (tokenizer.vocab_size if tokenizer else 0)
+  ids = tokenizers_lib.model_token_ids(tokenizer) if tokenizer else {}
+  model = two_tower.build_model(config.model, vocab, config.data.max_len, **ids)
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps,
                                optim.frozen_towers(config.model))
   state, _ = train.init_state(config, model, tx, parallel.make_mesh(config.mesh))

@@ -2,6 +2,9 @@
 checkpoint's model, with the init_from fields that load it (used by tools/import_weights)."""
 
 import math
+import os
+
+from absl import logging
 
 import ml_collections
 
@@ -44,6 +47,9 @@ def _openclip(config, path: str, t: dict, hints: dict, image_size: int) -> None:
   m.learn_temperature = True
   m.temperature_init = math.exp(-float(t['logit_scale']))
   config.data.max_len = context
+  # open_clip's tokenizer: CLIP's byte-level BPE (its merges ship with vlalign), context 77.
+  config.data.tokenizer.kind, config.data.tokenizer.vocab_file = 'bpe', ''
+  config.data.vocab_file = ''
   _set_images(config, size, image_size, image_ops.CLIP_MEAN, image_ops.CLIP_STD)
 
 
@@ -73,6 +79,28 @@ def _bert(config, path: str, t: dict, hints: dict) -> None:
     config.model.text = _tower(text, f'hf:{path}')
   config.model.vocab_size = vocab
   config.data.max_len = min(config.data.max_len, positions)
+  _bert_tokenizer(config, path, hints)
+
+
+def _bert_tokenizer(config, path: str, hints: dict) -> None:
+  """BERT's WordPiece: the vocab.txt beside the checkpoint (as Hugging Face folders hold it);
+  lower-casing from its tokenizer_config.json (do_lower_case) or the model name ('uncased')."""
+  folder = os.path.dirname(os.path.abspath(path))
+  vocab = os.path.join(folder, 'vocab.txt')
+  t = config.data.tokenizer
+  t.kind = 'wordpiece'
+  if os.path.exists(vocab):
+    t.vocab_file, config.data.vocab_file = vocab, ''
+  else:
+    logging.warning('no vocab.txt beside %s: set config.data.tokenizer.vocab_file to the '
+                    "checkpoint's WordPiece vocabulary before training", path)
+  tok_cfg = os.path.join(folder, 'tokenizer_config.json')
+  if os.path.exists(tok_cfg):
+    lower = common.read_json(tok_cfg).get('do_lower_case')
+    if lower is not None:
+      t.lower_case = bool(lower)
+  elif 'uncased' in str(hints.get('_name_or_path', '')):
+    t.lower_case = True
 
 
 def _align(config, path: str, t: dict, hints: dict, image_size: int) -> None:

@@ -13,7 +13,7 @@ mask_id (None where the vocabulary has none), special_ids and regular_range. Kin
 from vlalign.data.tokenizers.families import (CLIP_MERGES, DEFAULTS, KINDS, ROLES, settings,
                                               vocab_path)
 
-__all__ = ['CLIP_MERGES', 'DEFAULTS', 'KINDS', 'ROLES', 'make_tokenizer', 'settings',
+__all__ = ['CLIP_MERGES', 'DEFAULTS', 'KINDS', 'ROLES', 'make_tokenizer', 'model_token_ids', 'settings',
            'vocab_path']
 
 
@@ -42,3 +42,11 @@ def make_tokenizer(data_cfg, vocab_file: str = ''):
   except TokenizerError as e:
     field = 'data.max_len' if e.field == 'max_len' else f'data.tokenizer.{e.field}'
     raise ConfigError(f'config.{field}: {e}') from e
+
+
+def model_token_ids(tokenizer) -> dict:
+  """The ids the text towers need to tell text from padding (two_tower.build_model's pad_id /
+  eos_id): CLIP's BPE pads with id 0, the real token '!', so its rows end at the first
+  end-of-text instead; the other kinds pad with an id no text produces."""
+  return {'pad_id': tokenizer.pad_id,
+          'eos_id': tokenizer.eos_id if tokenizer.kind == 'bpe' else None}
