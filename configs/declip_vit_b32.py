@@ -30,6 +30,9 @@ def declip_method(config: ml_collections.ConfigDict, bank_batches: int,
   """The DeCLIP objective, its views and a bank of `bank_batches` global batches."""
   config.method.update(name='declip', bank_size=bank_batches * config.data.global_batch,
                        max_logit_scale=100.0)
+  # DeCLIP's runner clamps the log-scale parameter to [3, 6] before and after every step; the
+  # model caps the scale's value at 100 with the gradient kept (methods/logit_scale.py).
+  config.optimizer.log_scale_range = (3.0, 6.0)
   config.method.weights.update(mvs=mvs_weight, iss=0.2, tss=0.2, nns=0.2)
   config.data.views.update(image2=True, text_mlm=True, text_eda=True, mlm_prob=0.15,
                            eda_alpha=0.1)

@@ -24,6 +24,7 @@ get_config(arg): arg is a comma-separated list.
 Facts marked (unverified): total steps, ramp length, decoder width.
 """
 
+import math
 import os
 
 import ml_collections
@@ -43,9 +44,12 @@ def vicha_method(config: ml_collections.ConfigDict, *, levels, queue_batches: in
   config.method.update(name='vicha', momentum=0.995, alpha=0.4, distill_ramp_steps=ramp_steps,
                        queue_size=queue_batches * config.data.global_batch, levels=levels,
                        hier_weight=0.1, mim_weight=1.0, mask_ratio=0.75, use_concepts=True,
-                       concepts_sample=4, max_logit_scale=100.0)
-  # ALBEF / ViCHA: learnable temperature from 0.07 (clamped at >= 0.01 by max_logit_scale).
+                       concepts_sample=4, max_logit_scale=1000.0)
+  # ALBEF / ViCHA: learnable temperature from 0.07, the parameter clamped to [0.001, 0.5]
+  # before every forward (gradient kept): here the log-scale is projected into
+  # [ln 2, ln 1000] after every update (methods/logit_scale.py, optim.project_log_scale).
   config.model.temperature_init, config.model.learn_temperature = 0.07, True
+  config.optimizer.log_scale_range = (math.log(2.0), math.log(1000.0))
 
 
 def paper_config() -> ml_collections.ConfigDict:

@@ -160,7 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
                'chunk': 1024},
       'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
                     'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
-                    'eps': 1e-6, 'grad_clip': 1.0},
+                    'eps': 1e-6, 'grad_clip': 1.0,
+                    # (lo, hi): after every update the log-scale parameter is projected into
+                    # [lo, hi] (DeCLIP [3, 6]; ALBEF / ViCHA [ln 2, ln 1000], their temperature
+                    # in [0.001, 0.5]; OpenCLIP [0, ln 100]); (): no projection.
+                    'log_scale_range': ()},
       # Mesh axis sizes; -1 takes the remaining devices. The batch is split over `batch_axes`.
       'mesh': {'data': -1},
       'batch_axes': ('data',),
@@ -333,6 +337,12 @@ def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
          f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
   _check(o.lr > 0, 'optimizer.lr', 'must be positive')
+  _validate_log_scale_range(o.log_scale_range)
+
+
+def _validate_log_scale_range(bounds) -> None:
+  _check(len(bounds) in (0, 2) and (not bounds or bounds[0] < bounds[1]),
+         'optimizer.log_scale_range', f'must be () or (lo, hi) with lo < hi, got {bounds!r}')
 
 
 def _validate_runtime(config: ml_collections.ConfigDict) -> None:

@@ -3,6 +3,7 @@
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -36,6 +37,21 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(one, params)
 
 
+def project_log_scale(lo: float, hi: float) -> optax.GradientTransformation:
+  """Last in the chain: the update of the top-level 'log_scale' parameter becomes
+  clip(p + u, lo, hi) - p, so after every step lo <= log_scale <= hi (DeCLIP's and ALBEF's
+  in-place clamp of the parameter; its gradient and the optimizer's moments are untouched)."""
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError('optimizer.log_scale_range: the projection needs the parameters')
+    def one(path, u, p):
+      if len(path) == 1 and getattr(path[0], 'key', None) == 'log_scale':
+        return jnp.clip(p + u, lo, hi) - p
+      return u
+    return jax.tree_util.tree_map_with_path(one, updates, params), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(opt: ml_collections.ConfigDict,
                    total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(gradient transformation with clipping, its lr schedule)."""
@@ -50,4 +66,6 @@ def make_optimizer(opt: ml_collections.ConfigDict,
     raise ValueError(f'config.optimizer.name: unknown optimizer {opt.name!r}')
   if opt.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+  if opt.log_scale_range:
+    tx = optax.chain(tx, project_log_scale(*opt.log_scale_range))
   return tx, lr

@@ -7,6 +7,7 @@ one), and share a JAX compilation cache so the resumed run does not compile agai
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -96,6 +97,9 @@ def test_tiny_recipes_train_through_main(runs, name, components):
     w = load_config('declip_vit_b32', 'tiny').method.weights
     total = sum(w[c] * last[f'train/loss/{c}'] for c in ('mvs', 'iss', 'tss', 'nns'))
     np.testing.assert_allclose(last['train/loss'], total, rtol=1e-5)
+    # log-scale clamped to [3, 6] at init and after every update, value capped at 100.
+    for r in rows:
+      assert 0.01 - 1e-6 <= r['train/temperature'] <= math.exp(-3.0) + 1e-6, r
   ev = _eval(runs['workdirs'][name])
   assert ev['step'] == 6 and 0 <= ev['eval/retrieval/i2t_r1'] <= ev['eval/retrieval/i2t_r10'] <= 1
 

@@ -18,7 +18,11 @@ pooled embedding and its token outputs. Losses (each logged as train/loss/<name>
        1/2 sum_v 1/2 [CE(I_v vs NN(T)) + CE(I_v vs NN(T'))]. Then T and T' are enqueued.
 
 Total: sum of config.method.weights[name] * loss (0.4 / 0.2 / 0.2 / 0.2 by default). The logit
-scale is the model's, clamped to method.max_logit_scale (100).
+scale is the model's exp(log_scale) with its value capped at method.max_logit_scale (100) and
+the gradient of the uncapped exp (methods/logit_scale.capped, as DeCLIP's in-place clamp); the
+parameter itself stays in config.optimizer.log_scale_range ([3, 6] in the recipes: clamped at
+init here, projected after every update by the optimizer), as DeCLIP's runner clamps it before
+and after every step.
 
 The bank (methods/bank.py) is GLOBAL and sharded: one FIFO of bank_size normalised text
 embeddings of the whole global batch, rows split over the batch axes; DeCLIP's own code keeps one
@@ -42,6 +46,7 @@ from jax.sharding import Mesh
 from vlalign.losses import api as losses_api
 from vlalign.losses import contrastive
 from vlalign.methods import bank
+from vlalign.methods import logit_scale
 from vlalign.models.two_tower import l2_normalize
 
 HEADS = 'declip'  # params[HEADS] holds the method's heads
@@ -104,6 +109,7 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   k = jax.random.split(key, 4)
   inputs = {'projector': jnp.zeros((2, dim)), 'predictor': jnp.zeros((2, me.projector_dim)),
             'mlm_head': jnp.zeros((2, seq.shape[-1]), seq.dtype)}
+  params = logit_scale.clamp_params(params, config.optimizer.log_scale_range)
   params = {**params, HEADS: {name: heads[name].init(k[i], inputs[name])['params']
                               for i, name in enumerate(sorted(heads))}}
   return params, {'bank': bank.init(k[3], me.bank_size, dim)}
@@ -170,8 +176,8 @@ def make_objective(config, model, mesh: Mesh):
     z1, z2 = tower('project_image', batch['image'], 0), tower('project_image', batch['image2'], 1)
     t, seq = tower('encode_text_and_tokens', batch['tokens_mlm'], 2)
     t_eda = tower('encode_text', batch['tokens_eda'], 3)
-    scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
-                        me.max_logit_scale)
+    scale = logit_scale.capped(model.apply({'params': params}, method='logit_scale'),
+                               me.max_logit_scale)
     x1, x2 = l2_normalize(z1), l2_normalize(z2)
     mvs = mvs_loss((x1, x2), (t, t_eda), scale, loss_cfg, mesh, axes)
     h = params[HEADS]

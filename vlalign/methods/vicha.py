@@ -12,7 +12,10 @@ mim_weight * mim):
         cross-entropy of softmax(s * q_i . columns) against them; text -> image likewise;
         itc = (i2t + t2i) / 2. alpha = method.alpha * min(1, updates / distill_ramp_steps)
         (updates: applied steps so far, extra['updates']). s is the model's learnable logit
-        scale clamped at max_logit_scale (no gradient through the targets). After the loss the
+        scale; ALBEF clamps its temperature parameter to [0.001, 0.5] before each forward
+        (gradient kept), here the log-scale is kept in optimizer.log_scale_range
+        ([ln 2, ln 1000], projected after every update) and max_logit_scale (1000) is a
+        gradient-keeping cap (no gradient through the targets). After the loss the
         batch's momentum features are enqueued (global batch order), oldest out.
   hier  hierarchical alignment: for each (ViT block v, text layer t) in method.levels (1-based),
         the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
@@ -48,7 +51,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vlalign.losses import contrastive
-from vlalign.methods import bank, ema
+from vlalign.methods import bank, ema, logit_scale
 from vlalign.models.text_transformer import TextTransformer
 from vlalign.models.two_tower import l2_normalize
 from vlalign.models.vit import EncoderBlock
@@ -170,7 +173,7 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   if me.use_concepts:
     new['concepts'] = heads['concepts'].init(
         k[2], jnp.zeros((2, me.concepts_len), jnp.int32))['params']
-  params = {**params, HEADS: new}
+  params = {**logit_scale.clamp_params(params, config.optimizer.log_scale_range), HEADS: new}
   size, dim = me.queue_size, config.model.embed_dim
   extra = {'ema': {'params': jax.tree.map(jnp.copy, _online(params, me.use_concepts)),
                    'model_state': jax.tree.map(jnp.copy, model_state)},
@@ -306,8 +309,8 @@ def make_objective(config, model, mesh: Mesh):
 
     h = params[HEADS]
     model_params = {k: v for k, v in params.items() if k != HEADS}
-    scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
-                        me.max_logit_scale)
+    scale = logit_scale.capped(model.apply({'params': params}, method='logit_scale'),
+                               me.max_logit_scale)
     img, img_aux = run(model_params, 'ms', _image, 0, batch['image'],
                        **concepts(h.get('concepts'), 10))
     txt, txt_levels = run(model_params, 'ms', _text, 1, batch['tokens'])
