@@ -136,9 +136,14 @@ def _method_defaults() -> ml_collections.ConfigDict:
       # per step, tokenized to concepts_len, encoded by concepts_encoder + a Linear to the ViT
       # width and appended to the ViT tokens).
       'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
+      # columns of the hierarchical loss with gradient: 'none' (ViCHA: torch.no_grad gather),
+      # 'local' (this device's own), 'all' (exact gradient of the global loss).
+      'hier_column_grad': 'none',
       'alpha': 0.4, 'distill_ramp_steps': 1000,
       'mim_weight': 1.0, 'mask_ratio': 0.75,
-      'decoder': {'width': 512, 'depth': 2, 'num_heads': 16},
+      # MAE / ViCHA decoder: 768 wide, 2 blocks, 16 heads, fixed 2-D sin-cos positions
+      # ('sincos'; 'learned' for a parameter).
+      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
       'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
       'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
   })
@@ -477,6 +482,10 @@ def _validate_vicha(config: ml_collections.ConfigDict) -> None:
   for name in ('width', 'depth', 'num_heads'):
     _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
     _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
+  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
+  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
+  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
+         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
   _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
          f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
   _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
