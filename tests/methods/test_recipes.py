@@ -168,7 +168,9 @@ def test_paper_recipe_facts():
   assert b.model.image.name == 'efficientnet' and b.model.text.name == 'bert'
   for name, image in (('declip_vit_b32', 'clip_vit'), ('declip_rn50', 'clip_resnet')):
     d = load_config(name)
-    assert d.method.bank_size == 65536 and d.data.global_batch == 4096
+    # DeCLIP's 65,536 per GPU x 32 GPUs of 128: the same 256 steps of history, globally.
+    assert d.method.bank_size == 65536 * 32 and d.data.global_batch == 4096
+    assert d.optimizer.eps == 1e-8 and tuple(d.optimizer.log_scale_range) == (3.0, 6.0)
     assert dict(d.method.weights) == {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2}
     assert d.model.image.name == image and d.model.text.name == 'clip_text'
     assert d.optimizer.weight_decay == 0.1 and d.method.max_logit_scale == 100.0

@@ -7,7 +7,7 @@ pooled embedding and its token outputs. Losses (each logged as train/loss/<name>
 
   mvs  multi-view supervision: the mean of the symmetric contrastive loss (config.loss) over the
        4 pairs (I1,T), (I2,T), (I1,T'), (I2,T'); train/loss/i2t and t2i average its directions.
-  iss  image SimSiam: projector (3 Linear+BN layers, ReLU between, projector_dim wide) and
+  iss  image SimSiam: projector (3 Linear+BN layers, BN affine, ReLU between, projector_dim) and
        predictor (projector_dim -> predictor_dim -> projector_dim) on the image embeddings before
        normalisation; -1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))], mean over the batch.
   tss  text self-supervision: MLM cross-entropy, Linear(width -> vocab) on the text tower's token
@@ -26,7 +26,9 @@ and after every step.
 
 The bank (methods/bank.py) is GLOBAL and sharded: one FIFO of bank_size normalised text
 embeddings of the whole global batch, rows split over the batch axes; DeCLIP's own code keeps one
-bank per device. A global bank gives the same neighbours for any device count (the 8-device step
+bank of 65,536 per GPU (its paper config: 256 steps of history); the paper config sizes the
+global bank at 65,536 x the GPU count for the same history and rows per device. A global bank
+gives the same neighbours for any device count (the 8-device step
 equals the 1-device step) at the cost of a gather of the queries and an exchange of per-device
 candidates per lookup (methods/bank.nearest).
 
@@ -71,14 +73,16 @@ class BatchNorm(nn.Module):
 
 
 class Projector(nn.Module):
-  """SimSiam projector: (Linear, BN, ReLU) x 2, Linear, BN (no affine), all `dim` wide."""
+  """SimSiam projector as DeCLIP's: (Linear, BN, ReLU) x 2, Linear, BN, all `dim` wide; every
+  BN has a learnable scale and bias (DeCLIP's nn.BatchNorm1d defaults; SimSiam's own last BN
+  has none)."""
   dim: int
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     for i in range(2):
       x = nn.relu(BatchNorm(name=f'bn{i}')(nn.Dense(self.dim, use_bias=False, name=f'fc{i}')(x)))
-    return BatchNorm(affine=False, name='bn2')(nn.Dense(self.dim, use_bias=False, name='fc2')(x))
+    return BatchNorm(name='bn2')(nn.Dense(self.dim, use_bias=False, name='fc2')(x))
 
 
 class Predictor(nn.Module):
