@@ -1,5 +1,5 @@
 """DeCLIP (Li et al. 2022) with CLIP's modified ResNet-50 image tower and text transformer
-(METHODS.md section 3; vlalign/methods/declip.py; the recipe is configs/declip_vit_b32.py's).
+(docs/METHODS.md section 3; vlalign/methods/declip.py; the recipe is configs/declip_vit_b32.py's).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the paper's towers and recipe: CLIP RN50 (224 px, attention pool, 1024-d output) + the

@@ -1,5 +1,5 @@
-"""DeCLIP (Li et al. 2022) with CLIP's ViT-B/32 image tower and text transformer (METHODS.md
-section 3; vlalign/methods/declip.py).
+"""DeCLIP (Li et al. 2022) with CLIP's ViT-B/32 image tower and text transformer
+(docs/METHODS.md section 3; vlalign/methods/declip.py).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the paper's towers and recipe: CLIP ViT-B/32 (224 px) + CLIP text transformer (512

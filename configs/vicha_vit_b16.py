@@ -1,5 +1,5 @@
 """ViCHA (Shukor et al., BMVC 2022), its two-tower parts, with a ViT-B/16 image tower and a
-6-layer BERT text tower (METHODS.md section 5; vlalign/methods/vicha.py).
+6-layer BERT text tower (docs/METHODS.md section 5; vlalign/methods/vicha.py).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the recipe at paper scale: ViT-B/16 at 256 px + the first 6 layers of BERT-Base,
@@ -8,7 +8,8 @@ get_config(arg): arg is a comma-separated list.
           hierarchical alignment of ViT blocks 7..11 with text layers 1..5 (1-based) at 0.1
           each, MAE (75% masked, 2-block 768-wide decoder, 16 heads, fixed sin-cos positions) at
           weight 1, visual concepts (4 of the top 15, 2-layer encoder); logit scale with ALBEF's
-          clamp (optimizer.log_scale_range: temperature in [0.001, 0.5]); AdamW lr 1e-4, wd 0.02, cosine to 1e-5, batch 128.
+          clamp (optimizer.log_scale_range: temperature in [0.001, 0.5]); AdamW lr 1e-4, wd
+          0.02, cosine to 1e-5, batch 128.
           Needs real data (config.data.sources, data.vocab_file) and a concepts file
           (method.concepts_file, from python -m vlalign.tools.concepts).
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512, its lr and

@@ -5,7 +5,7 @@ read only the record's bytes (image headers, caption text), so they cost microse
 never allocate a decoded image. One reason is decided later: `corrupt_image`, an image whose
 header looks valid but whose body does not decode (counted by the pipeline, see pipeline.py).
 
-ALIGN's filters (METHODS.md section 1; thresholds in config.data.filters, 0 = off):
+ALIGN's filters (docs/METHODS.md section 1; thresholds in config.data.filters, 0 = off):
   min_image_side     drop images whose shorter side is under this many pixels   (ALIGN: 200)
   max_aspect_ratio   drop images whose longer/shorter side ratio is above this   (ALIGN: 3)
   min_unigrams / max_unigrams   drop texts with fewer / more whitespace words    (ALIGN: 3 / 20)
