@@ -223,5 +223,5 @@ def test_declip_vit_b32_has_the_clip_towers():
                           jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
                           jax.ShapeDtypeStruct((1, 77), jnp.int32))['params']
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-  assert count(shapes['image_tower']) == 87_849_216  # METHODS.md oracles
+  assert count(shapes['image_tower']) == 87_849_216  # docs/METHODS.md, Oracles
   assert count(shapes['text_tower']) == 63_428_096

@@ -1,4 +1,4 @@
-"""DeCLIP (Li et al., ICLR 2022; METHODS.md section 3): supervision from every pair.
+"""DeCLIP (Li et al., ICLR 2022; docs/METHODS.md section 3): supervision from every pair.
 
 Views (data/views.py, asked for through config.data.views): images I1 ('image', the plain train
 view) and I2 ('image2', a stronger augmentation); texts T ('tokens_mlm', the MLM-masked caption)

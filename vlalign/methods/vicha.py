@@ -1,4 +1,4 @@
-"""ViCHA (Shukor et al., BMVC 2022; METHODS.md section 5): the two-tower parts.
+"""ViCHA (Shukor et al., BMVC 2022; docs/METHODS.md section 5): the two-tower parts.
 
 Losses (each logged as train/loss/<name>; total = itc + hier_weight * sum(hier levels) +
 mim_weight * mim):
