@@ -97,7 +97,10 @@ def _model_defaults() -> ml_collections.ConfigDict:
                 # How the conv/hybrid stems run their 3x3 convolutions: 'xla' (lax.conv) or
                 # 'matmul' (im2col by slicing + one matmul; same parameters, much faster on
                 # XLA:CPU: docs/BENCHMARKS.md, "Demo step").
-                'stem_conv': 'xla', 'dropout': 0.0},
+                'stem_conv': 'xla', 'dropout': 0.0,
+                # FLIP: fraction of the patch tokens dropped at train time (a random subset
+                # per example, [CLS] kept; none at eval). 'vit' and 'clip_vit' towers only.
+                'patch_dropout': 0.0},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0},
       'embed_dim': 128,
@@ -204,8 +207,11 @@ def base_config() -> ml_collections.ConfigDict:
       # activation memory (1: off).
       'grad_accum': {'micro_batches': 1, 'unroll': False},
       # ZeroVL's coin-flipping mixup (methods/zerovl.py): lambda ~ Beta(beta, beta) per step,
-      # a coin picks pixel-space image mixing or projected-text mixing.
-      'mixup': {'enabled': False, 'beta': 0.1},
+      # a coin picks pixel-space image mixing or projected-text mixing. partner: each row is
+      # mixed with its mirror within its 'micro_batch' (ZeroVL's accumulation runner; the
+      # device's rows when grad_accum is off) or within the 'device' rows whatever the
+      # accumulation (then accumulation does not change the objective).
+      'mixup': {'enabled': False, 'beta': 0.1, 'partner': 'micro_batch'},
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
       # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
@@ -313,6 +319,7 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   if m.image.name in ('vit', 'clip_vit'):
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
+  _validate_patch_dropout(m.image)
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
     k = vit.HYBRID_PATCHIFY
@@ -327,6 +334,14 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   _check(m.temperature_init > 0, 'model.temperature_init', 'must be positive')
   _check(m.bias_init is None or abs(m.bias_init) < float('inf'), 'model.bias_init',
          f'must be None (no bias) or a finite number, got {m.bias_init!r}')
+
+
+def _validate_patch_dropout(image: ml_collections.ConfigDict) -> None:
+  p = image.get('patch_dropout', 0.0)
+  _check(isinstance(p, (int, float)) and 0 <= p < 1, 'model.image.patch_dropout',
+         f'must be in [0, 1), got {p!r}')
+  _check(p == 0 or image.name in ('vit', 'clip_vit'), 'model.image.patch_dropout',
+         f'only the "vit" and "clip_vit" image towers drop patches, not {image.name!r}')
 
 
 def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
@@ -396,6 +411,7 @@ def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
          f'mixup works with method "clip" (the config.loss objective), not '
          f'{config.method.name!r}')
   _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
+  _check_choice(config.mixup.partner, 'mixup.partner', ('micro_batch', 'device'))
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
          f'{g} does not divide data.global_batch={d.global_batch}')
 
