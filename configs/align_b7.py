@@ -14,12 +14,12 @@ from vlalign.models import efficientnet
 
 
 def align_config(image_variant: str, text_size: str) -> ml_collections.ConfigDict:
-  """The ALIGN recipe (METHODS.md section 1) with the named EfficientNet and BERT sizes."""
+  """The ALIGN recipe (docs/METHODS.md section 1) with the named EfficientNet and BERT sizes."""
   config = config_lib.base_config()
   config.total_steps = 1_200_000
   d = config.data
   d.sources = ()  # your data and data.tokenizer.vocab_file (embedded shapes are no ALIGN data)
-  # ALIGN's filters (METHODS.md section 1); the two frequency rules need the corpus statistics
+  # ALIGN's filters (docs/METHODS.md section 1); the two frequency rules need the corpus statistics
   # python -m vlalign.tools.convert writes (text_stats.json): set filters.stats_file to enable.
   d.filters.update(min_image_side=200, max_aspect_ratio=3.0, min_unigrams=3, max_unigrams=20)
   config.evals.heldout = False

@@ -1,5 +1,5 @@
 """BriVL / WenLan (Huo et al. 2021): cross-modal MoCo with an EfficientNet image tower and a BERT
-text tower (METHODS.md section 4; vlalign/methods/brivl.py).
+text tower (docs/METHODS.md section 4; vlalign/methods/brivl.py).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the recipe at paper scale: EfficientNet-B5 (no top) + BERT-Base (the released model
@@ -10,7 +10,8 @@ get_config(arg): arg is a comma-separated list.
           objective, so its held-out numbers compare with the plain contrastive demo's; about
           10 minutes on 2 CPU cores.
   tiny    seconds-long variant of `small` for the tests.
-Facts marked (unverified) in METHODS.md stay config defaults: batch, image size, optimizer.
+Facts marked (unverified) in docs/METHODS.md section 4 stay config defaults: batch, image
+size, optimizer.
 """
 
 import os

@@ -1,11 +1,11 @@
 """DeCLIP (Li et al. 2022) with CLIP's modified ResNet-50 image tower and text transformer
-(METHODS.md section 3; vlalign/methods/declip.py; the recipe is configs/declip_vit_b32.py's).
+(docs/METHODS.md section 3; vlalign/methods/declip.py; the recipe is configs/declip_vit_b32.py's).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the paper's towers and recipe: CLIP RN50 (224 px, attention pool, 1024-d output) + the
           CLIP text transformer projecting to 1024, DeCLIP's losses (0.4 / 0.2 / 0.2 / 0.2), a
-          65,536-entry text bank, batch 4,096; needs real data (config.data.sources,
-          config.data.tokenizer.vocab_file).
+          global text bank of 2,097,152 (DeCLIP: 65,536 per GPU), batch 4,096; needs real data
+          (config.data.sources, config.data.tokenizer.vocab_file).
   small   the same tower families scaled down (a [1, 1, 1, 1] ResNet of width 16 with its
           batch norm and attention pool on 64-px images; a 2-layer, 128-wide causal CLIP text
           transformer) with the demo's data and budget; `tiny` shrinks it for tests.

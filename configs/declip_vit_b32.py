@@ -1,11 +1,12 @@
-"""DeCLIP (Li et al. 2022) with CLIP's ViT-B/32 image tower and text transformer (METHODS.md
-section 3; vlalign/methods/declip.py).
+"""DeCLIP (Li et al. 2022) with CLIP's ViT-B/32 image tower and text transformer
+(docs/METHODS.md section 3; vlalign/methods/declip.py).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the paper's towers and recipe: CLIP ViT-B/32 (224 px) + CLIP text transformer (512
           wide, 12 layers, 8 heads, 77 tokens), embeddings 512, logit scale init 1/0.07 clamped
-          at 100; MVS / ISS / TSS / NNS weighted 0.4 / 0.2 / 0.2 / 0.2 (`mvs06`: 0.6 for MVS, their
-          large-data ViT-B/32 setting), a 65,536-entry text bank; AdamW (0.9, 0.98), wd 0.1,
+          at 100 with the log-scale kept in [3, 6]; MVS / ISS / TSS / NNS weighted 0.4 / 0.2 / 0.2 /
+          0.2 (`mvs06`: 0.6 for MVS, their large-data ViT-B/32 setting), a global text bank of
+          2,097,152 rows (DeCLIP's 65,536 per GPU on 32 GPUs); AdamW (0.9, 0.98, eps 1e-8), wd 0.1,
           warm-up 1e-4 -> 1e-3 over 2.5k steps then cosine to 0 at 128k steps, batch 4,096. Needs
           real data: set config.data.sources and config.data.tokenizer.vocab_file.
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512) with the
@@ -30,6 +31,9 @@ def declip_method(config: ml_collections.ConfigDict, bank_batches: int,
   """The DeCLIP objective, its views and a bank of `bank_batches` global batches."""
   config.method.update(name='declip', bank_size=bank_batches * config.data.global_batch,
                        max_logit_scale=100.0)
+  # DeCLIP's runner clamps the log-scale parameter to [3, 6] before and after every step; the
+  # model caps the scale's value at 100 with the gradient kept (methods/logit_scale.py).
+  config.optimizer.log_scale_range = (3.0, 6.0)
   config.method.weights.update(mvs=mvs_weight, iss=0.2, tss=0.2, nns=0.2)
   config.data.views.update(image2=True, text_mlm=True, text_eda=True, mlm_prob=0.15,
                            eda_alpha=0.1)
@@ -61,9 +65,14 @@ def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_s
   m.compute_dtype = 'bfloat16'
   # lr 1e-4 -> 1e-3 over 2.5k steps: a linear warm-up from 0 reaches 1e-4 at step 250 (close).
   config.optimizer.update(name='adamw', lr=1e-3, warmup_steps=2_500, decay='cosine',
-                          end_lr_factor=0.0, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-6,
+                          end_lr_factor=0.0, weight_decay=0.1, b1=0.9, b2=0.98, eps=1e-8,
                           grad_clip=0.0)
-  declip_method(config, bank_batches=16, mvs_weight=mvs_weight)  # 16 x 4,096 = 65,536
+  # DeCLIP keeps a 65,536-row text bank on each of its 32 GPUs (128 pairs each): T and T' of
+  # 128 pairs enter per step, 256 steps of history, searched per GPU. vlalign's bank is one
+  # global FIFO (the global batch's 8,192 texts per step): sized 32 x 65,536 = 2,097,152 rows it
+  # holds the same 256 steps and the same 65,536 rows per device over 32 devices, and every
+  # lookup searches all of them (32x the candidates of one GPU's bank).
+  declip_method(config, bank_batches=512, mvs_weight=mvs_weight)  # 512 x 4,096
   config.log_every, config.checkpoint_every = 100, 2_000
   return config
 

@@ -1,13 +1,15 @@
 """ViCHA (Shukor et al., BMVC 2022), its two-tower parts, with a ViT-B/16 image tower and a
-6-layer BERT text tower (METHODS.md section 5; vlalign/methods/vicha.py).
+6-layer BERT text tower (docs/METHODS.md section 5; vlalign/methods/vicha.py).
 
 get_config(arg): arg is a comma-separated list.
   (none)  the recipe at paper scale: ViT-B/16 at 256 px + the first 6 layers of BERT-Base,
           projections 768 -> 256, learnable temperature from 0.07, momentum encoders (0.995),
           queues of 65,536, momentum distillation alpha = 0.4 ramped in over the first epoch,
           hierarchical alignment of ViT blocks 7..11 with text layers 1..5 (1-based) at 0.1
-          each, MAE (75% masked, 2-block decoder, 16 heads) at weight 1, visual concepts (4 of
-          the top 15, 2-layer encoder); AdamW lr 1e-4, wd 0.02, cosine to 1e-5, batch 128.
+          each, MAE (75% masked, 2-block 768-wide decoder, 16 heads, fixed sin-cos positions) at
+          weight 1, visual concepts (4 of the top 15, 2-layer encoder); logit scale with ALBEF's
+          clamp (optimizer.log_scale_range: temperature in [0.001, 0.5]); AdamW lr 1e-4, wd
+          0.02, cosine to 1e-5, batch 128.
           Needs real data (config.data.sources, data.tokenizer.vocab_file) and a concepts file
           (method.concepts_file, from python -m vlalign.tools.concepts).
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512, its lr and
@@ -21,9 +23,10 @@ get_config(arg): arg is a comma-separated list.
                 --output=$HOME/.cache/vlalign/vicha/demo_concepts.jsonl
   tiny    seconds-long variant for tests: demo tiny towers deepened to 2 blocks / 2 layers
           (level (1, 1)); set method.concepts_file (or method.use_concepts=False).
-Facts marked (unverified): total steps, ramp length, decoder width.
+Facts marked (unverified): total steps, ramp length.
 """
 
+import math
 import os
 
 import ml_collections
@@ -43,9 +46,12 @@ def vicha_method(config: ml_collections.ConfigDict, *, levels, queue_batches: in
   config.method.update(name='vicha', momentum=0.995, alpha=0.4, distill_ramp_steps=ramp_steps,
                        queue_size=queue_batches * config.data.global_batch, levels=levels,
                        hier_weight=0.1, mim_weight=1.0, mask_ratio=0.75, use_concepts=True,
-                       concepts_sample=4, max_logit_scale=100.0)
-  # ALBEF / ViCHA: learnable temperature from 0.07 (clamped at >= 0.01 by max_logit_scale).
+                       concepts_sample=4, max_logit_scale=1000.0)
+  # ALBEF / ViCHA: learnable temperature from 0.07, the parameter clamped to [0.001, 0.5]
+  # before every forward (gradient kept): here the log-scale is projected into
+  # [ln 2, ln 1000] after every update (methods/logit_scale.py, optim.project_log_scale).
   config.model.temperature_init, config.model.learn_temperature = 0.07, True
+  config.optimizer.log_scale_range = (math.log(2.0), math.log(1000.0))
 
 
 def paper_config() -> ml_collections.ConfigDict:
@@ -74,7 +80,8 @@ def paper_config() -> ml_collections.ConfigDict:
                           grad_clip=0.0)
   vicha_method(config, levels=((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)),
                queue_batches=512, ramp_steps=8_600)  # 512 x 128 = 65,536
-  config.method.decoder.update(width=512, depth=2, num_heads=16)  # width (unverified): MAE's
+  # ViCHA's decoder: 768 wide, 2 blocks, 16 heads, fixed sin-cos positions (pos_embed default).
+  config.method.decoder.update(width=768, depth=2, num_heads=16)
   config.method.concepts_encoder.update(width=768, depth=2, num_heads=12)
   config.method.update(concepts_file='', concepts_len=30)
   config.log_every, config.checkpoint_every = 100, 2_000

@@ -132,7 +132,10 @@ def _model_defaults() -> ml_collections.ConfigDict:
                 'init_from': '',
                 # False locks the tower (LiT): its parameters and batch-norm statistics stay
                 # fixed and it has no optimizer state.
-                'trainable': True},
+                'trainable': True,
+                # FLIP: fraction of the patch tokens dropped at train time (a random subset
+                # per example, [CLS] kept; none at eval). 'vit' and 'clip_vit' towers only.
+                'patch_dropout': 0.0},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
                'mlp_ratio': 4.0, 'dropout': 0.0, 'init_from': '', 'trainable': True},
       # A whole two-tower model (towers, projections, temperature) to start from: a vlalign
@@ -175,9 +178,14 @@ def _method_defaults() -> ml_collections.ConfigDict:
       # per step, tokenized to concepts_len, encoded by concepts_encoder + a Linear to the ViT
       # width and appended to the ViT tokens).
       'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
+      # columns of the hierarchical loss with gradient: 'none' (ViCHA: torch.no_grad gather),
+      # 'local' (this device's own), 'all' (exact gradient of the global loss).
+      'hier_column_grad': 'none',
       'alpha': 0.4, 'distill_ramp_steps': 1000,
       'mim_weight': 1.0, 'mask_ratio': 0.75,
-      'decoder': {'width': 512, 'depth': 2, 'num_heads': 16},
+      # MAE / ViCHA decoder: 768 wide, 2 blocks, 16 heads, fixed 2-D sin-cos positions
+      # ('sincos'; 'learned' for a parameter).
+      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
       'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
       'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
   })
@@ -199,7 +207,11 @@ def base_config() -> ml_collections.ConfigDict:
                'chunk': 1024},
       'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
                     'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
-                    'eps': 1e-6, 'grad_clip': 1.0},
+                    'eps': 1e-6, 'grad_clip': 1.0,
+                    # (lo, hi): after every update the log-scale parameter is projected into
+                    # [lo, hi] (DeCLIP [3, 6]; ALBEF / ViCHA [ln 2, ln 1000], their temperature
+                    # in [0.001, 0.5]; OpenCLIP [0, ln 100]); (): no projection.
+                    'log_scale_range': ()},
       # Mesh axis sizes; -1 takes the remaining devices. The batch is split over `batch_axes`.
       'mesh': {'data': -1},
       'batch_axes': ('data',),
@@ -234,8 +246,11 @@ def base_config() -> ml_collections.ConfigDict:
       # activation memory (1: off).
       'grad_accum': {'micro_batches': 1, 'unroll': False},
       # ZeroVL's coin-flipping mixup (methods/zerovl.py): lambda ~ Beta(beta, beta) per step,
-      # a coin picks pixel-space image mixing or projected-text mixing.
-      'mixup': {'enabled': False, 'beta': 0.1},
+      # a coin picks pixel-space image mixing or projected-text mixing. partner: each row is
+      # mixed with its mirror within its 'micro_batch' (ZeroVL's accumulation runner; the
+      # device's rows when grad_accum is off) or within the 'device' rows whatever the
+      # accumulation (then accumulation does not change the objective).
+      'mixup': {'enabled': False, 'beta': 0.1, 'partner': 'micro_batch'},
       # heldout: evaluate on the embedded held-out split (its attributes give zero-shot
       # labels); off for recipes that train on other data only.
       # datasets: evaluators on other sources (evaluate/datasets.py), e.g.
@@ -373,6 +388,7 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   if m.image.name in ('vit', 'clip_vit'):
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
+  _validate_patch_dropout(m.image)
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
     k = vit.HYBRID_PATCHIFY
@@ -426,6 +442,14 @@ def _validate_init_from(m: ml_collections.ConfigDict) -> None:
            f'{spec} holds no checkpoints/ directory (a vlalign workdir is expected)')
 
 
+def _validate_patch_dropout(image: ml_collections.ConfigDict) -> None:
+  p = image.get('patch_dropout', 0.0)
+  _check(isinstance(p, (int, float)) and 0 <= p < 1, 'model.image.patch_dropout',
+         f'must be in [0, 1), got {p!r}')
+  _check(p == 0 or image.name in ('vit', 'clip_vit'), 'model.image.patch_dropout',
+         f'only the "vit" and "clip_vit" image towers drop patches, not {image.name!r}')
+
+
 def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   o = config.optimizer
   _check_choice(config.loss.name, 'loss.name', LOSSES)
@@ -439,6 +463,12 @@ def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
          f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
   _check(o.lr > 0, 'optimizer.lr', 'must be positive')
+  _validate_log_scale_range(o.log_scale_range)
+
+
+def _validate_log_scale_range(bounds) -> None:
+  _check(len(bounds) in (0, 2) and (not bounds or bounds[0] < bounds[1]),
+         'optimizer.log_scale_range', f'must be () or (lo, hi) with lo < hi, got {bounds!r}')
 
 
 def _validate_runtime(config: ml_collections.ConfigDict) -> None:
@@ -487,6 +517,7 @@ def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
          f'mixup works with method "clip" (the config.loss objective), not '
          f'{config.method.name!r}')
   _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
+  _check_choice(config.mixup.partner, 'mixup.partner', ('micro_batch', 'device'))
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
          f'{g} does not divide data.global_batch={d.global_batch}')
 
@@ -573,6 +604,10 @@ def _validate_vicha(config: ml_collections.ConfigDict) -> None:
   for name in ('width', 'depth', 'num_heads'):
     _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
     _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
+  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
+  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
+  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
+         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
   _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
          f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
   _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,

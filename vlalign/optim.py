@@ -3,6 +3,7 @@
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -41,6 +42,21 @@ def frozen_towers(model_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(f'{t}_tower' for t in ('image', 'text') if not model_cfg[t].get('trainable', True))
 
 
+def project_log_scale(lo: float, hi: float) -> optax.GradientTransformation:
+  """Last in the chain: the update of the top-level 'log_scale' parameter becomes
+  clip(p + u, lo, hi) - p, so after every step lo <= log_scale <= hi (DeCLIP's and ALBEF's
+  in-place clamp of the parameter; its gradient and the optimizer's moments are untouched)."""
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError('optimizer.log_scale_range: the projection needs the parameters')
+    def one(path, u, p):
+      if len(path) == 1 and getattr(path[0], 'key', None) == 'log_scale':
+        return jnp.clip(p + u, lo, hi) - p
+      return u
+    return jax.tree_util.tree_map_with_path(one, updates, params), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int,
                    frozen: tuple[str, ...] = ()) -> tuple[optax.GradientTransformation,
                                                           optax.Schedule]:
@@ -62,4 +78,6 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int,
     labels = lambda params: {k: jax.tree.map(lambda _: 'frozen' if k in frozen else 'train', v)
                              for k, v in params.items()}
     tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  if opt.log_scale_range:
+    tx = optax.chain(tx, project_log_scale(*opt.log_scale_range))
   return tx, lr

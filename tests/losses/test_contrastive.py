@@ -37,7 +37,8 @@ def test_value_and_gradient_match_numpy(smoothing, reduction):
 
 
 def test_uncorrelated_small_scale_tends_to_log_batch():
-  """METHODS.md sanity: with s -> 0 each direction tends to ln(B), with or without smoothing."""
+  """docs/METHODS.md (Oracles) sanity: with s -> 0 each direction tends to ln(B), with or
+  without smoothing."""
   rng = np.random.RandomState(1)
   x, y = _unit(rng, 64, 16), _unit(rng, 64, 16)
   mesh = parallel.make_mesh({'data': 1}, jax.devices()[:1])

@@ -7,6 +7,7 @@ one), and share a JAX compilation cache so the resumed run does not compile agai
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -96,6 +97,9 @@ def test_tiny_recipes_train_through_main(runs, name, components):
     w = load_config('declip_vit_b32', 'tiny').method.weights
     total = sum(w[c] * last[f'train/loss/{c}'] for c in ('mvs', 'iss', 'tss', 'nns'))
     np.testing.assert_allclose(last['train/loss'], total, rtol=1e-5)
+    # log-scale clamped to [3, 6] at init and after every update, value capped at 100.
+    for r in rows:
+      assert 0.01 - 1e-6 <= r['train/temperature'] <= math.exp(-3.0) + 1e-6, r
   ev = _eval(runs['workdirs'][name])
   assert ev['step'] == 6 and 0 <= ev['eval/retrieval/i2t_r1'] <= ev['eval/retrieval/i2t_r10'] <= 1
 
@@ -164,7 +168,9 @@ def test_paper_recipe_facts():
   assert b.model.image.name == 'efficientnet' and b.model.text.name == 'bert'
   for name, image in (('declip_vit_b32', 'clip_vit'), ('declip_rn50', 'clip_resnet')):
     d = load_config(name)
-    assert d.method.bank_size == 65536 and d.data.global_batch == 4096
+    # DeCLIP's 65,536 per GPU x 32 GPUs of 128: the same 256 steps of history, globally.
+    assert d.method.bank_size == 65536 * 32 and d.data.global_batch == 4096
+    assert d.optimizer.eps == 1e-8 and tuple(d.optimizer.log_scale_range) == (3.0, 6.0)
     assert dict(d.method.weights) == {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2}
     assert d.model.image.name == image and d.model.text.name == 'clip_text'
     assert d.optimizer.weight_decay == 0.1 and d.method.max_logit_scale == 100.0
@@ -217,5 +223,5 @@ def test_declip_vit_b32_has_the_clip_towers():
                           jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32),
                           jax.ShapeDtypeStruct((1, 77), jnp.int32))['params']
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-  assert count(shapes['image_tower']) == 87_849_216  # METHODS.md oracles
+  assert count(shapes['image_tower']) == 87_849_216  # docs/METHODS.md, Oracles
   assert count(shapes['text_tower']) == 63_428_096

@@ -21,6 +21,7 @@ from tests.methods.test_recipes import _env, _finish, _start
 from vlalign import config_lib, parallel
 from vlalign.data import concepts as concepts_lib
 from vlalign.data.spec import DataError
+from vlalign.losses import contrastive
 from vlalign.methods import vicha
 from vlalign.models.bert import Bert
 from vlalign.models.text_transformer import TextTransformer
@@ -55,6 +56,15 @@ def np_hier(img, txt, scale):
   return out
 
 
+def np_hier_grads(x, y, scale):
+  """d/dx, d/dy of 1/2 (i2t + t2i) for unit rows x, y when the columns are constants (ViCHA's
+  torch.no_grad gather): only the rows get gradient, s / B (softmax(s x_i Y^T) Y - y_i) / 2."""
+  n = len(x)
+  gx = scale * (_softmax(scale * x @ y.T) @ y - y) / (2 * n)
+  gy = scale * (_softmax(scale * y @ x.T) @ x - x) / (2 * n)
+  return gx, gy
+
+
 def np_distill(q, qm, k, queue, scale, alpha):
   """(loss, d loss / d q) of ALBEF's ITC with momentum distillation, one direction."""
   cols = np.concatenate([k, queue])
@@ -75,7 +85,7 @@ def np_mim(pred, images, keep, patch, eps=1e-6):
   for i, j in masked:
     r, c = divmod(j, gw)
     t = images[i, r * patch:(r + 1) * patch, c * patch:(c + 1) * patch].reshape(-1)
-    t = (t - t.mean()) / np.sqrt(t.var() + eps)
+    t = (t - t.mean()) / np.sqrt(t.var(ddof=1) + eps)  # MAE / ViCHA: torch's unbiased .var()
     terms.append(np.mean((pred[i, j] - t) ** 2))
     grad[i, j] = 2 * (pred[i, j] - t) / (t.size * len(masked))
   return np.mean(terms), grad
@@ -98,6 +108,38 @@ def test_hier_loss_matches_numpy():
   got = jax.jit(lambda a, b: jnp.stack(vicha.hier_losses(a, b, jnp.float32(4.0), mesh)))(img, txt)
   got = np.asarray(got).tolist()
   np.testing.assert_allclose(got, np_hier(img, txt, 4.0), rtol=1e-5)
+
+
+def test_hier_gradient_flows_through_rows_only_as_vichas_no_grad_gather():
+  rng = np.random.RandomState(4)
+  x, y = _unit(rng.randn(6, 5)), _unit(rng.randn(6, 5))
+  mesh = _mesh1()
+  def grads(column_grad):
+    fn = lambda a, b: contrastive.softmax_contrastive(a, b, jnp.float32(5.0), mesh,
+                                                      reduction='mean',
+                                                      column_grad=column_grad)['loss']
+    return jax.jit(jax.grad(fn, argnums=(0, 1)))(x, y)
+  gx, gy = grads('none')
+  want_x, want_y = np_hier_grads(x, y, 5.0)
+  np.testing.assert_allclose(np.asarray(gx), want_x, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(gy), want_y, rtol=1e-4, atol=1e-6)
+  full_x, _ = grads('all')  # the exact gradient also has the column terms
+  assert np.linalg.norm(full_x) > 1.3 * np.linalg.norm(gx)
+  local_x, _ = grads('local')  # on one device every column is local
+  np.testing.assert_allclose(np.asarray(local_x), np.asarray(full_x), rtol=1e-5, atol=1e-7)
+
+
+def test_mae_decoder_positions_are_maes_sincos():
+  table = vicha.sincos_2d(3, 8)
+  assert table.shape == (10, 8) and not table[0].any()
+  # token 5 = row 1, column 2: channels [sin, sin, cos, cos] of column 2, then of row 1.
+  freqs = 1.0 / 10000 ** (np.arange(2) / 2)
+  want = np.concatenate([np.sin(2 * freqs), np.cos(2 * freqs), np.sin(freqs), np.cos(freqs)])
+  np.testing.assert_allclose(table[1 + 5], want, rtol=1e-6)
+  dec = vicha.MaeDecoder(9, 12, 8, 1, 2)
+  params = jax.eval_shape(dec.init, jax.random.PRNGKey(0), jnp.zeros((1, 3, 4)),
+                          jnp.zeros((1, 2), jnp.int32))
+  assert 'pos_embed' not in params['params']  # fixed, not learned
 
 
 @pytest.mark.parametrize('alpha', [0.0, 0.4])
@@ -263,6 +305,9 @@ def test_paper_recipe_facts():
   assert (me.momentum, me.queue_size, me.alpha, me.hier_weight, me.mim_weight,
           me.mask_ratio) == (0.995, 65536, 0.4, 0.1, 1.0, 0.75)
   assert (me.decoder.depth, me.decoder.num_heads, me.concepts_sample) == (2, 16, 4)
+  assert (me.decoder.width, me.decoder.pos_embed, me.hier_column_grad) == (768, 'sincos', 'none')
+  lo, hi = c.optimizer.log_scale_range  # ALBEF: temperature clamped to [0.001, 0.5]
+  assert (np.exp(-hi), np.exp(-lo)) == (pytest.approx(0.001), pytest.approx(0.5))
   assert c.model.temperature_init == 0.07 and c.data.global_batch == 128
   o = c.optimizer
   assert (o.name, o.lr, o.weight_decay, o.decay, o.lr * o.end_lr_factor) == (
@@ -289,6 +334,8 @@ def test_paper_recipe_facts():
     ('method.alpha', 1.5, 'config.method.alpha'),
     ('method.mask_ratio', 0.99, 'config.method.mask_ratio'),
     ('method.decoder.num_heads', 3, 'config.method.decoder.num_heads'),
+    ('method.decoder.pos_embed', 'rope', 'config.method.decoder.pos_embed'),
+    ('method.hier_column_grad', 'some', 'config.method.hier_column_grad'),
     ('method.concepts_file', '', 'config.method.concepts_file'),
     ('method.concepts_len', 99, 'config.method.concepts_len'),
     ('model.image.name', 'efficientnet', 'config.model.image.name'),

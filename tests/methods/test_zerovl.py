@@ -45,6 +45,24 @@ def test_mixup_soft_targets_against_numpy_and_lambda_one_is_the_plain_loss(check
   assert checks['mixup']['lambda1_diff'] == 0.0
 
 
+def test_mixup_partner_is_the_mirror_within_each_micro_batch():
+  """ZeroVL's accumulation runner mixes each micro-batch with its own flip: with 8 rows on
+  one device in 2 micro-batches the partners are 3 2 1 0 7 6 5 4 ('device': 7 ... 0)."""
+  import jax
+  from tests.sharded_checks import _tiny_config
+  from vlalign import parallel
+  from vlalign.methods import zerovl
+  config = _tiny_config()
+  config.mixup.enabled, config.grad_accum.micro_batches = True, 2
+  mesh = parallel.make_mesh({'data': 1}, jax.devices()[:1])
+  rows = np.arange(8.0)[:, None]
+  got = np.asarray(zerovl.Parts(config, None, mesh).flip(rows))[:, 0]
+  np.testing.assert_array_equal(got, [3, 2, 1, 0, 7, 6, 5, 4])
+  config.mixup.partner = 'device'
+  got = np.asarray(zerovl.Parts(config, None, mesh).flip(rows))[:, 0]
+  np.testing.assert_array_equal(got, np.arange(8)[::-1])
+
+
 def test_accumulated_step_needs_less_temporary_memory(checks):
   m = checks['memory']
   assert m['temp_bytes_k8'] < 0.6 * m['temp_bytes_k1'], m
@@ -52,13 +70,16 @@ def test_accumulated_step_needs_less_temporary_memory(checks):
 
 def test_zerovl_recipe_trains_through_main_and_accumulation_changes_nothing(tmp_path, cache):
   """configs/zerovl_vit_b16.py:tiny (debiased sampling over the embedded sources, mixup, text
-  augmentation, 2 decoupled micro-batches) against the same recipe in one pass."""
+  augmentation, 2 decoupled micro-batches) against the same recipe in one pass, both with
+  mixup partners mirrored within each device's rows (mixup.partner='device'; ZeroVL's default
+  mirrors within each micro-batch, a different objective for each K)."""
   def run(workdir, micro):
     proc = subprocess.run([sys.executable, '-m', 'vlalign.main',
                            '--config=configs/zerovl_vit_b16.py:tiny',
                            f'--workdir={workdir}', '--config.total_steps=3',
                            '--config.log_every=1', '--config.evals.heldout=False',
-                           f'--config.grad_accum.micro_batches={micro}'], cwd=ROOT,
+                           f'--config.grad_accum.micro_batches={micro}',
+                           '--config.mixup.partner=device'], cwd=ROOT,
                           env=dict(os.environ, JAX_PLATFORMS='cpu', VLALIGN_DATA_DIR=str(cache)),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -70,3 +91,5 @@ def test_zerovl_recipe_trains_through_main_and_accumulation_changes_nothing(tmp_
   np.testing.assert_allclose(accum[1]['train/loss'], plain[1]['train/loss'], rtol=1e-5)
   np.testing.assert_allclose(accum[1]['train/grad_norm'], plain[1]['train/grad_norm'], rtol=1e-4)
   assert np.isfinite(accum[3]['train/loss'])
+  # ZeroVL's temperature: fixed at 0.02, in the CPU variants too.
+  assert all(r['train/temperature'] == pytest.approx(0.02) for r in accum.values())

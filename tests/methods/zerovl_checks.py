@@ -93,7 +93,8 @@ def mixup_check(batch: int = 32, k: int = 4) -> dict:
     if len(out) == 2:
       break
 
-  # The head against NumPy: soft targets lambda / 1 - lambda at the partner's global column.
+  # The head against NumPy: soft targets lambda / 1 - lambda at the partner's global column;
+  # the partner is the mirror within each device's micro-batch (ZeroVL's accumulation runner).
   config.loss.update(label_smoothing=0.0, reduction='sum')
   parts = zerovl.Parts(config, model, mesh)
   x = rng.normal(size=(batch, 8)).astype(np.float32)
@@ -102,7 +103,9 @@ def mixup_check(batch: int = 32, k: int = 4) -> dict:
   put = lambda a: jax.device_put(a, bsh)
   scale, lam = np.float32(5.0), np.float32(0.3)
   b = batch // 8
-  partner = np.concatenate([np.arange(r * b, (r + 1) * b)[::-1] for r in range(8)])
+  m = b // k
+  partner = np.concatenate([np.arange(r * b + j * m, r * b + (j + 1) * m)[::-1]
+                            for r in range(8) for j in range(k)])
   res = {}
   for heads in (True, False):
     loss, _ = jax.jit(lambda x_, t_: parts.head(x_, t_, scale, 0.0, lam, heads))(put(x), put(t))

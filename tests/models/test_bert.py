@@ -1,4 +1,4 @@
-"""BERT: exact parameter counts (METHODS.md oracles) and a numeric forward pass."""
+"""BERT: exact parameter counts (docs/METHODS.md, Oracles) and a numeric forward pass."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""CLIP towers: exact parameter counts (METHODS.md oracles), FLOPs, causal [EOT] pooling."""
+"""CLIP towers: exact parameter counts (docs/METHODS.md, Oracles), FLOPs, causal [EOT] pooling."""
 
 import jax
 import jax.numpy as jnp

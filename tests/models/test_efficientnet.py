@@ -1,4 +1,5 @@
-"""EfficientNet: exact parameter counts (METHODS.md oracles), FLOPs, and a numeric forward pass."""
+"""EfficientNet: exact parameter counts (docs/METHODS.md, Oracles), FLOPs, and a numeric
+forward pass."""
 
 import jax
 import jax.numpy as jnp

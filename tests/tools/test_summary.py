@@ -1,4 +1,5 @@
-"""tools/summary on the ALIGN configs: exact parameter totals (METHODS.md) and FLOPs."""
+"""tools/summary on the ALIGN configs: exact parameter totals (docs/METHODS.md, Oracles) and
+FLOPs."""
 
 import json
 import os

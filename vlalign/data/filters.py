@@ -13,7 +13,7 @@ Bounds on what a file may claim (config.data; the readers in sources.py apply th
   max_image_aspect   an image whose longer side exceeds this many times its shorter side is
                      `extreme_aspect` (resizing its shorter side would allocate side^2 x ratio)
 
-ALIGN's filters (METHODS.md section 1; thresholds in config.data.filters, 0 = off):
+ALIGN's filters (docs/METHODS.md section 1; thresholds in config.data.filters, 0 = off):
   min_image_side     drop images whose shorter side is under this many pixels   (ALIGN: 200)
   max_aspect_ratio   drop images whose longer/shorter side ratio is above this   (ALIGN: 3)
   min_unigrams / max_unigrams   drop texts with fewer / more whitespace words    (ALIGN: 3 / 20)

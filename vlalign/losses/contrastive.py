@@ -5,6 +5,12 @@ B = D * b columns and multiplies its local rows by them, so its logits are b x B
 positive of local row i on device r is global column r * b + i. The B x B matrix never
 exists on one device. Gradients flow through the gather by autodiff (its transpose is a
 reduce-scatter).
+
+`column_grad` chooses which columns carry gradient: 'all' (the default, the exact gradient of
+the global loss), 'local' (only this device's own columns; the others are a gradient-free
+gather, as CLIP-style code that swaps its local slice back into a no_grad gather) or 'none'
+(every column is a constant, as ViCHA's and ALBEF's torch.no_grad concat_all_gather, even on
+one GPU: only the rows carry gradient).
 """
 
 from typing import Sequence
@@ -24,13 +30,28 @@ def _smoothed_ce(logits: jnp.ndarray, positives: jnp.ndarray, smoothing: float) 
   return ce
 
 
+COLUMN_GRADS = ('all', 'local', 'none')
+
+
+def _gather_columns(v: jnp.ndarray, axis_name, column_grad: str) -> jnp.ndarray:
+  """All rows of v over the axis, with gradient as `column_grad` says."""
+  if column_grad == 'all':
+    return jax.lax.all_gather(v, axis_name, tiled=True)
+  out = jax.lax.all_gather(jax.lax.stop_gradient(v), axis_name, tiled=True)
+  if column_grad == 'none':
+    return out
+  start = jax.lax.axis_index(axis_name) * v.shape[0]
+  return jax.lax.dynamic_update_slice_in_dim(out, v, start, axis=0)
+
+
 def local_softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, *,
                               axis_name, label_smoothing: float = 0.0,
-                              reduction: str = 'sum') -> dict[str, jnp.ndarray]:
+                              reduction: str = 'sum',
+                              column_grad: str = 'all') -> dict[str, jnp.ndarray]:
   """Body run on each device inside shard_map; returns replicated scalar losses."""
   b = x.shape[0]
-  x_all = jax.lax.all_gather(x, axis_name, tiled=True)
-  y_all = jax.lax.all_gather(y, axis_name, tiled=True)
+  x_all = _gather_columns(x, axis_name, column_grad)
+  y_all = _gather_columns(y, axis_name, column_grad)
   big_b = x_all.shape[0]
   positives = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
   x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
@@ -49,13 +70,17 @@ def local_softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray
 
 def softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, mesh: Mesh, *,
                         batch_axes: Sequence[str] = ('data',), label_smoothing: float = 0.0,
-                        reduction: str = 'sum') -> dict[str, jnp.ndarray]:
+                        reduction: str = 'sum',
+                        column_grad: str = 'all') -> dict[str, jnp.ndarray]:
   """Symmetric contrastive loss of normalised embeddings x, y [B, d] sharded on batch_axes."""
   if reduction not in ('sum', 'mean'):
     raise ValueError(f'loss.reduction must be "sum" or "mean", got {reduction!r}')
+  if column_grad not in COLUMN_GRADS:
+    raise ValueError(f'column_grad must be one of {COLUMN_GRADS}, got {column_grad!r}')
   axes = tuple(batch_axes)
   axis_name = axes if len(axes) > 1 else axes[0]
   body = lambda a, b, s: local_softmax_contrastive(
-      a, b, s, axis_name=axis_name, label_smoothing=label_smoothing, reduction=reduction)
+      a, b, s, axis_name=axis_name, label_smoothing=label_smoothing, reduction=reduction,
+      column_grad=column_grad)
   fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P()), out_specs=P())
   return fn(x, y, scale)

@@ -1,4 +1,4 @@
-"""BriVL / WenLan (Huo et al. 2021; METHODS.md section 4): cross-modal MoCo.
+"""BriVL / WenLan (Huo et al. 2021; docs/METHODS.md section 4): cross-modal MoCo.
 
 Query encoders are the model's towers (trained); the momentum encoders are an EMA copy of the
 same parameters (m = config.method.momentum, no gradient) held in `TrainState.extra['ema']`. Two

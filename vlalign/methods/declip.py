@@ -1,4 +1,4 @@
-"""DeCLIP (Li et al., ICLR 2022; METHODS.md section 3): supervision from every pair.
+"""DeCLIP (Li et al., ICLR 2022; docs/METHODS.md section 3): supervision from every pair.
 
 Views (data/views.py, asked for through config.data.views): images I1 ('image', the plain train
 view) and I2 ('image2', a stronger augmentation); texts T ('tokens_mlm', the MLM-masked caption)
@@ -7,7 +7,7 @@ pooled embedding and its token outputs. Losses (each logged as train/loss/<name>
 
   mvs  multi-view supervision: the mean of the symmetric contrastive loss (config.loss) over the
        4 pairs (I1,T), (I2,T), (I1,T'), (I2,T'); train/loss/i2t and t2i average its directions.
-  iss  image SimSiam: projector (3 Linear+BN layers, ReLU between, projector_dim wide) and
+  iss  image SimSiam: projector (3 Linear+BN layers, BN affine, ReLU between, projector_dim) and
        predictor (projector_dim -> predictor_dim -> projector_dim) on the image embeddings before
        normalisation; -1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))], mean over the batch.
   tss  text self-supervision: MLM cross-entropy, Linear(width -> vocab) on the text tower's token
@@ -18,11 +18,17 @@ pooled embedding and its token outputs. Losses (each logged as train/loss/<name>
        1/2 sum_v 1/2 [CE(I_v vs NN(T)) + CE(I_v vs NN(T'))]. Then T and T' are enqueued.
 
 Total: sum of config.method.weights[name] * loss (0.4 / 0.2 / 0.2 / 0.2 by default). The logit
-scale is the model's, clamped to method.max_logit_scale (100).
+scale is the model's exp(log_scale) with its value capped at method.max_logit_scale (100) and
+the gradient of the uncapped exp (methods/logit_scale.capped, as DeCLIP's in-place clamp); the
+parameter itself stays in config.optimizer.log_scale_range ([3, 6] in the recipes: clamped at
+init here, projected after every update by the optimizer), as DeCLIP's runner clamps it before
+and after every step.
 
 The bank (methods/bank.py) is GLOBAL and sharded: one FIFO of bank_size normalised text
 embeddings of the whole global batch, rows split over the batch axes; DeCLIP's own code keeps one
-bank per device. A global bank gives the same neighbours for any device count (the 8-device step
+bank of 65,536 per GPU (its paper config: 256 steps of history); the paper config sizes the
+global bank at 65,536 x the GPU count for the same history and rows per device. A global bank
+gives the same neighbours for any device count (the 8-device step
 equals the 1-device step) at the cost of a gather of the queries and an exchange of per-device
 candidates per lookup (methods/bank.nearest).
 
@@ -42,6 +48,7 @@ from jax.sharding import Mesh
 from vlalign.losses import api as losses_api
 from vlalign.losses import contrastive
 from vlalign.methods import bank
+from vlalign.methods import logit_scale
 from vlalign.models.two_tower import l2_normalize
 
 HEADS = 'declip'  # params[HEADS] holds the method's heads
@@ -66,14 +73,16 @@ class BatchNorm(nn.Module):
 
 
 class Projector(nn.Module):
-  """SimSiam projector: (Linear, BN, ReLU) x 2, Linear, BN (no affine), all `dim` wide."""
+  """SimSiam projector as DeCLIP's: (Linear, BN, ReLU) x 2, Linear, BN, all `dim` wide; every
+  BN has a learnable scale and bias (DeCLIP's nn.BatchNorm1d defaults; SimSiam's own last BN
+  has none)."""
   dim: int
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     for i in range(2):
       x = nn.relu(BatchNorm(name=f'bn{i}')(nn.Dense(self.dim, use_bias=False, name=f'fc{i}')(x)))
-    return BatchNorm(affine=False, name='bn2')(nn.Dense(self.dim, use_bias=False, name='fc2')(x))
+    return BatchNorm(name='bn2')(nn.Dense(self.dim, use_bias=False, name='fc2')(x))
 
 
 class Predictor(nn.Module):
@@ -104,6 +113,7 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   k = jax.random.split(key, 4)
   inputs = {'projector': jnp.zeros((2, dim)), 'predictor': jnp.zeros((2, me.projector_dim)),
             'mlm_head': jnp.zeros((2, seq.shape[-1]), seq.dtype)}
+  params = logit_scale.clamp_params(params, config.optimizer.log_scale_range)
   params = {**params, HEADS: {name: heads[name].init(k[i], inputs[name])['params']
                               for i, name in enumerate(sorted(heads))}}
   return params, {'bank': bank.init(k[3], me.bank_size, dim)}
@@ -170,8 +180,8 @@ def make_objective(config, model, mesh: Mesh):
     z1, z2 = tower('project_image', batch['image'], 0), tower('project_image', batch['image2'], 1)
     t, seq = tower('encode_text_and_tokens', batch['tokens_mlm'], 2)
     t_eda = tower('encode_text', batch['tokens_eda'], 3)
-    scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
-                        me.max_logit_scale)
+    scale = logit_scale.capped(model.apply({'params': params}, method='logit_scale'),
+                               me.max_logit_scale)
     x1, x2 = l2_normalize(z1), l2_normalize(z2)
     mvs = mvs_loss((x1, x2), (t, t_eda), scale, loss_cfg, mesh, axes)
     h = params[HEADS]

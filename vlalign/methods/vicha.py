@@ -1,4 +1,4 @@
-"""ViCHA (Shukor et al., BMVC 2022; METHODS.md section 5): the two-tower parts.
+"""ViCHA (Shukor et al., BMVC 2022; docs/METHODS.md section 5): the two-tower parts.
 
 Losses (each logged as train/loss/<name>; total = itc + hier_weight * sum(hier levels) +
 mim_weight * mim):
@@ -12,19 +12,26 @@ mim_weight * mim):
         cross-entropy of softmax(s * q_i . columns) against them; text -> image likewise;
         itc = (i2t + t2i) / 2. alpha = method.alpha * min(1, updates / distill_ramp_steps)
         (updates: applied steps so far, extra['updates']). s is the model's learnable logit
-        scale clamped at max_logit_scale (no gradient through the targets). After the loss the
+        scale; ALBEF clamps its temperature parameter to [0.001, 0.5] before each forward
+        (gradient kept), here the log-scale is kept in optimizer.log_scale_range
+        ([ln 2, ln 1000], projected after every update) and max_logit_scale (1000) is a
+        gradient-keeping cap (no gradient through the targets). After the loss the
         batch's momentum features are enqueued (global batch order), oldest out.
   hier  hierarchical alignment: for each (ViT block v, text layer t) in method.levels (1-based),
         the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
         normalised already) go through their own Linear projections to embed_dim, are
         normalised and aligned with the symmetric in-batch softmax loss (losses/contrastive.py:
         local rows x gathered columns, positive of row i on device r at r * b + i) with the
-        shared scale; logged per level as loss/hier/<v>_<t> and summed as loss/hier.
+        shared scale; logged per level as loss/hier/<v>_<t> and summed as loss/hier. The
+        gathered columns carry no gradient (method.hier_column_grad='none', as ViCHA's
+        torch.no_grad concat_all_gather: only the rows are trained by this loss).
   mim   MAE on the image tower: per example mask_ratio of the patch tokens hidden (a random
         permutation from the step key), the ViT encodes [CLS] + the visible ones (no concept
         tokens), a decoder (Linear to decoder.width, mask tokens, positions, decoder.depth
-        pre-LN blocks, Linear to patch * patch * 3) predicts every patch; the loss is the MSE
-        against per-patch normalised pixels (mean / variance over the patch, eps 1e-6) over the
+        pre-LN blocks, Linear to patch * patch * 3; fixed 2-D sin-cos positions as MAE's,
+        decoder.pos_embed) predicts every patch; the loss is the MSE
+        against per-patch normalised pixels (mean / unbiased variance over the patch, eps 1e-6, as
+        MAE's and ViCHA's torch .var()) over the
         masked patches only. A "patch" is the stride-`patch` square of the input image that
         the token at that grid position stands for: for stem='patch' exactly the token's
         input; for stem='conv' (the demo) the masking acts on the tokens after the conv stem,
@@ -40,15 +47,17 @@ and momentum passes.
 Heads (hier projections, MAE decoder, concept encoder) are parameters under params['vicha'].
 """
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vlalign.losses import contrastive
-from vlalign.methods import bank, ema
+from vlalign.methods import bank, ema, logit_scale
 from vlalign.models.text_transformer import TextTransformer
 from vlalign.models.two_tower import l2_normalize
 from vlalign.models.vit import EncoderBlock
@@ -69,6 +78,19 @@ class LevelProjections(nn.Module):
     return jnp.stack(img, axis=1), jnp.stack(txt, axis=1)
 
 
+def sincos_2d(grid: int, width: int) -> np.ndarray:
+  """[1 + grid * grid, width] fixed positions as MAE's: the first half of the channels encodes
+  a token's column, the second half its row (each half: sin then cos of the coordinate times
+  10000^(-k / (width / 4)), k < width / 4); row 0 ([CLS]) is zeros."""
+  quarter = width // 4
+  freqs = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / quarter)
+  rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing='ij')
+  one = lambda pos: np.concatenate([np.sin(np.outer(pos, freqs)), np.cos(np.outer(pos, freqs))],
+                                   axis=1)
+  table = np.concatenate([one(cols.reshape(-1)), one(rows.reshape(-1))], axis=1)
+  return np.concatenate([np.zeros((1, width)), table]).astype(np.float32)
+
+
 class MaeDecoder(nn.Module):
   """MAE decoder: encoder tokens ([CLS] + visible) -> pixel predictions of every patch."""
   num_patches: int
@@ -76,6 +98,7 @@ class MaeDecoder(nn.Module):
   width: int
   depth: int
   num_heads: int
+  pos_embed: str = 'sincos'  # MAE / ViCHA: fixed 2-D sin-cos; 'learned': a parameter
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarray:
@@ -85,9 +108,12 @@ class MaeDecoder(nn.Module):
     mask_token = self.param('mask_token', nn.initializers.normal(0.02), (1, 1, self.width))
     full = jnp.tile(mask_token, (n, self.num_patches, 1)).astype(x.dtype)
     full = full.at[jnp.arange(n)[:, None], keep].set(x[:, 1:])
-    pos = self.param('pos_embed', nn.initializers.normal(0.02),
-                     (1, self.num_patches + 1, self.width))
-    x = jnp.concatenate([x[:, :1], full], axis=1) + pos
+    if self.pos_embed == 'sincos':
+      pos = jnp.asarray(sincos_2d(math.isqrt(self.num_patches), self.width))[None]
+    else:
+      pos = self.param('pos_embed', nn.initializers.normal(0.02),
+                       (1, self.num_patches + 1, self.width))
+    x = jnp.concatenate([x[:, :1], full], axis=1) + pos.astype(x.dtype)
     for i in range(self.depth):
       x = EncoderBlock(self.num_heads, 4 * self.width, name=f'block{i}')(x)
     x = nn.LayerNorm(name='ln')(x)
@@ -115,7 +141,7 @@ def _heads(config, model, num_patches: int) -> dict[str, nn.Module]:
   me, vit = config.method, model.image_tower
   heads = {'hier': LevelProjections(len(me.levels), config.model.embed_dim),
            'mim': MaeDecoder(num_patches, vit.patch * vit.patch * 3, me.decoder.width,
-                             me.decoder.depth, me.decoder.num_heads)}
+                             me.decoder.depth, me.decoder.num_heads, me.decoder.pos_embed)}
   if me.use_concepts:
     c = me.concepts_encoder
     heads['concepts'] = ConceptEncoder(model.text_tower.vocab_size, me.concepts_len, c.width,
@@ -170,7 +196,7 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   if me.use_concepts:
     new['concepts'] = heads['concepts'].init(
         k[2], jnp.zeros((2, me.concepts_len), jnp.int32))['params']
-  params = {**params, HEADS: new}
+  params = {**logit_scale.clamp_params(params, config.optimizer.log_scale_range), HEADS: new}
   size, dim = me.queue_size, config.model.embed_dim
   extra = {'ema': {'params': jax.tree.map(jnp.copy, _online(params, me.use_concepts)),
                    'model_state': jax.tree.map(jnp.copy, model_state)},
@@ -201,7 +227,7 @@ def mim_loss(pred: jnp.ndarray, images: jnp.ndarray, keep: jnp.ndarray, patch: i
   keep [n, k] (the masked ones), averaged over pixels and masked patches."""
   target = patchify(images.astype(jnp.float32), patch)
   mean = target.mean(axis=-1, keepdims=True)
-  var = target.var(axis=-1, keepdims=True)
+  var = target.var(axis=-1, keepdims=True, ddof=1)  # unbiased, as MAE's torch .var()
   target = (target - mean) / jnp.sqrt(var + eps)
   n, num = target.shape[:2]
   masked = jnp.ones((n, num), jnp.float32).at[jnp.arange(n)[:, None], keep].set(0.0)
@@ -216,12 +242,15 @@ def random_keep(key: jax.Array, n: int, num_patches: int, visible: int) -> jnp.n
 
 
 def hier_losses(image_levels: jnp.ndarray, text_levels: jnp.ndarray, scale: jnp.ndarray,
-                mesh: Mesh, batch_axes: Sequence[str] = ('data',)) -> list[jnp.ndarray]:
+                mesh: Mesh, batch_axes: Sequence[str] = ('data',),
+                column_grad: str = 'none') -> list[jnp.ndarray]:
   """Per level: the symmetric in-batch softmax loss (mean of the two directions) of the
-  normalised level embeddings [B, levels, d] (sharded on batch_axes)."""
+  normalised level embeddings [B, levels, d] (sharded on batch_axes); gradient through the
+  columns as `column_grad` (ViCHA's: 'none', its gather is torch.no_grad)."""
   return [contrastive.softmax_contrastive(
       l2_normalize(image_levels[:, i]), l2_normalize(text_levels[:, i]), scale, mesh,
-      batch_axes=batch_axes, reduction='mean')['loss'] for i in range(image_levels.shape[1])]
+      batch_axes=batch_axes, reduction='mean', column_grad=column_grad)['loss']
+      for i in range(image_levels.shape[1])]
 
 
 def _distill_body(q, qm, k, queue, scale, alpha, *, axis):
@@ -306,8 +335,8 @@ def make_objective(config, model, mesh: Mesh):
 
     h = params[HEADS]
     model_params = {k: v for k, v in params.items() if k != HEADS}
-    scale = jnp.minimum(model.apply({'params': params}, method='logit_scale'),
-                        me.max_logit_scale)
+    scale = logit_scale.capped(model.apply({'params': params}, method='logit_scale'),
+                               me.max_logit_scale)
     img, img_aux = run(model_params, 'ms', _image, 0, batch['image'],
                        **concepts(h.get('concepts'), 10))
     txt, txt_levels = run(model_params, 'ms', _text, 1, batch['tokens'])
@@ -325,7 +354,7 @@ def make_objective(config, model, mesh: Mesh):
     itc = 0.5 * (i2t + t2i)
     img_lv, txt_lv = heads['hier'].apply({'params': h['hier']}, img_aux['levels'][:, img_idx],
                                          txt_levels[:, txt_idx])
-    hier = hier_losses(img_lv, txt_lv, scale, mesh, axes)
+    hier = hier_losses(img_lv, txt_lv, scale, mesh, axes, me.hier_column_grad)
     keep = random_keep(jax.random.fold_in(rng, 4), batch['image'].shape[0], n_patch, visible)
     _, masked_aux = run(model_params, 'ms', _image, 5, batch['image'], keep=keep)
     pred = heads['mim'].apply({'params': h['mim']}, masked_aux['tokens'], keep)

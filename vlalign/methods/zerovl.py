@@ -1,10 +1,12 @@
-"""ZeroVL (Cui et al. 2022; METHODS.md section 2): coin-flipping mixup and decoupled gradient
+"""ZeroVL (Cui et al. 2022; docs/METHODS.md section 2): coin-flipping mixup and decoupled gradient
 accumulation, for the contrastive objective of config.loss (debiased sampling is the data
 layer's `data.mixing: debiased`).
 
 Coin-flipping mixup (config.mixup.enabled, beta): per step lambda ~ Beta(beta, beta) and a fair
 coin from the step's key; heads mixes each image with its partner pi(i) (the reverse order
-within each device's rows) in pixel space, tails mixes the projected text embeddings before
+within each micro-batch's rows on each device, as ZeroVL's accumulation runner mixes every
+micro-batch with its own flip; without accumulation, or with mixup.partner='device', within
+each device's rows) in pixel space, tails mixes the projected text embeddings before
 normalisation; either way the loss is lambda L(x, y) + (1 - lambda) L(x, y_pi): the soft target
 lambda at the own column and 1 - lambda at the partner's global column, in both directions (the
 cross-entropy is linear in its target, and L(x, y_pi)'s text-to-image rows are the partners').
@@ -74,7 +76,8 @@ def mixup_draw(rng: jnp.ndarray, beta: float) -> tuple[jnp.ndarray, jnp.ndarray]
 
 
 def flip_within_shards(x: jnp.ndarray, shards: int, mesh: Mesh, batch_axes) -> jnp.ndarray:
-  """Rows in reverse order within each shard's block (ZeroVL's partner pi(i) = b - 1 - i)."""
+  """Rows in reverse order within each of `shards` contiguous blocks (ZeroVL's partner
+  pi(i) = b - 1 - i within a block)."""
   y = x.reshape((shards, x.shape[0] // shards) + x.shape[1:])[:, ::-1]
   return jax.lax.with_sharding_constraint(y.reshape(x.shape),
                                           NamedSharding(mesh, P(tuple(batch_axes))))
@@ -91,6 +94,9 @@ class Parts:
     self.shards = batch_shards(mesh, self.axes)
     self.has_bias = config.model.bias_init is not None
     self.mixup = config.mixup.enabled
+    # Mixup partners are mirrored within blocks: each device's micro-batch (ZeroVL) or rows.
+    per_device = config.grad_accum.micro_batches if config.mixup.partner == 'micro_batch' else 1
+    self.blocks = self.shards * per_device
 
   def draw(self, rng):
     if not self.mixup:
@@ -98,7 +104,7 @@ class Parts:
     return mixup_draw(rng, self.config.mixup.beta)
 
   def flip(self, x):
-    return flip_within_shards(x, self.shards, self.mesh, self.axes)
+    return flip_within_shards(x, self.blocks, self.mesh, self.axes)
 
   def mix_images(self, images, lam, heads):
     """Heads: pixel-space mixup with the partner; tails: the images as they are."""

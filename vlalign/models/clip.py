@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vlalign.models import attention
+from vlalign.models import vit
 from vlalign.models.attention import SelfAttention
 
 Dtype = Any
@@ -93,6 +94,7 @@ class ClipViT(nn.Module):
   ln_eps: float = 1e-5  # PyTorch LayerNorm default, as CLIP and OpenCLIP
   # The last block computes only the pooled token (same output, about 1/depth less work).
   pool_last_block: bool = True
+  patch_dropout: float = 0.0  # fraction of patch tokens dropped in training (FLIP)
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -105,7 +107,10 @@ class ClipViT(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(scale), (h * w + 1, c))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, c)),
                          x.reshape(n, h * w, c)], axis=1)
-    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_pre')(x + pos.astype(x.dtype))
+    x = x + pos.astype(x.dtype)
+    if train and self.patch_dropout > 0:  # FLIP / OpenCLIP: after the positions, before ln_pre
+      x = vit.drop_patches(x, self.patch_dropout, self.make_rng('dropout'))
+    x = nn.LayerNorm(self.ln_eps, dtype=self.dtype, name='ln_pre')(x)
     pool = jnp.zeros((n,), jnp.int32) if self.pool_last_block else None  # the class token
     x = Transformer(self.depth, self.num_heads, self.dtype, self.remat, self.act, self.ln_eps,
                     name='transformer')(x, None, train, pool)

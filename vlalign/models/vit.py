@@ -180,6 +180,18 @@ class ConvStem(nn.Module):
     return nn.Conv(self.width, (1, 1), dtype=self.dtype, name='proj')(x)
 
 
+def drop_patches(x: jnp.ndarray, rate: float, rng: jax.Array) -> jnp.ndarray:
+  """FLIP's patch dropout: x [n, 1 + P, c] ([CLS] first) -> [n, 1 + k, c], the [CLS] token and
+  a uniformly random subset of k = max(1, int(P * (1 - rate))) patch tokens per example (kept
+  in their original order)."""
+  n, num = x.shape[0], x.shape[1] - 1
+  k = max(1, int(num * (1.0 - rate)))
+  noise = jax.random.uniform(rng, (n, num))
+  keep = jnp.sort(jnp.argsort(noise, axis=1)[:, :k], axis=1)
+  patches = jnp.take_along_axis(x[:, 1:], keep[:, :, None], axis=1)
+  return jnp.concatenate([x[:, :1], patches], axis=1)
+
+
 class ViT(nn.Module):
   """ViT image tower: patchify (linear or conv stem), [CLS] + learned positions, encoder,
   pooled features."""
@@ -196,6 +208,7 @@ class ViT(nn.Module):
   remat: bool = False
   act: str = 'gelu_tanh'  # the encoder MLP's activation: one of ACTIVATIONS
   ln_eps: float = 1e-6  # the encoder's LayerNorm epsilon (flax's and timm's; HF ViT: 1e-12)
+  patch_dropout: float = 0.0  # fraction of patch tokens dropped in training (FLIP)
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False, *, keep: jnp.ndarray | None = None,
@@ -227,6 +240,8 @@ class ViT(nn.Module):
     if keep is not None:  # [CLS] and the kept patch tokens, in the order of `keep`
       patches = jnp.take_along_axis(x[:, 1:], keep[:, :, None], axis=1)
       x = jnp.concatenate([x[:, :1], patches], axis=1)
+    elif train and self.patch_dropout > 0:  # FLIP: a random subset per example, rng 'dropout'
+      x = drop_patches(x, self.patch_dropout, self.make_rng('dropout'))
     num_patches = x.shape[1] - 1
     mask = None
     if extra_tokens is not None:
