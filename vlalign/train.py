@@ -59,6 +59,11 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
 
 
+def make_tokenizer(config: ml_collections.ConfigDict, vocab_path: str) -> WordpieceTokenizer:
+  """The tokenizer of a run (training, evaluation, tools and vlalign.inference all use this)."""
+  return WordpieceTokenizer(vocab_path, config.data.max_len)
+
+
 def _concepts(config) -> concepts_lib.Concepts | None:
   """ViCHA's stored visual concepts (config.method.concepts_file) when the method uses them."""
   me = config.method
@@ -329,7 +334,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = make_tokenizer(config, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
@@ -377,13 +382,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   the final held-out metrics ({} when stopped early by config.stop_at_step)."""
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+  if jax.process_index() == 0:  # the resolved config: evaluate, tools and inference read it
+    config_lib.save_json(config, os.path.join(workdir, 'config.json'))
   mesh = parallel.make_mesh(config.mesh)
   _check_batch_split(config, mesh)
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = make_tokenizer(config, paths['vocab'])
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
