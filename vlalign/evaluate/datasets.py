@@ -62,7 +62,8 @@ def _read_lines(path: str, what: str) -> list[str]:
   return lines
 
 
-def _decode_eval(images: list[bytes], data_cfg) -> np.ndarray:
+def decode_eval(images: list[bytes], data_cfg) -> np.ndarray:
+  """float32 eval views (config.data's resize, crop and pixel stats) of encoded images."""
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(images, tf.string)).map(
       lambda b: image_ops.eval_view(image_ops.decode(b), resize=data_cfg.resize_size,
                                     crop=data_cfg.image_size, **image_ops.pixel_stats(data_cfg)),
@@ -107,7 +108,7 @@ def read_labelled(entry: dict, data_cfg, heldout: dict | None) -> tuple[np.ndarr
                     f'tfds:, tfrecord: or embedded:heldout')
   if not rows:
     raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec} has no examples')
-  images = _decode_eval([r[0] for r in rows], data_cfg)
+  images = decode_eval([r[0] for r in rows], data_cfg)
   return images, np.asarray([r[1] for r in rows], np.int64), names
 
 
@@ -132,7 +133,7 @@ def read_captioned(entry: dict, data_cfg) -> tuple[np.ndarray, list[bytes], np.n
   if not images:
     raise DataError(f'config.evals.datasets[{entry["name"]}]: {entry["source"]} has no '
                     f'usable examples')
-  return _decode_eval(images, data_cfg), texts, np.asarray(owner, np.int32)
+  return decode_eval(images, data_cfg), texts, np.asarray(owner, np.int32)
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
