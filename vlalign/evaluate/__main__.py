@@ -12,6 +12,7 @@ eval/heldout.json). Config files are Python and run as code: only load configs y
 import json
 import logging as pylogging
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -52,5 +53,6 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  from vlalign import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  app.run(main, argv=cli.resolve_config_args(sys.argv))

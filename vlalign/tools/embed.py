@@ -15,6 +15,7 @@ skipped). Load the arrays with np.load(..., allow_pickle=False).
 
 import json
 import os
+import sys
 from typing import Iterator
 
 from absl import app, flags, logging
@@ -183,11 +184,7 @@ def main(argv) -> None:
   print(json.dumps(meta))
 
 
-def run() -> None:
-  """Console script entry point (vlalign-embed)."""
-  _define_flags()
-  app.run(main)
-
-
 if __name__ == '__main__':
-  run()
+  from vlalign import cli  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main, argv=cli.resolve_config_args(sys.argv))

@@ -13,6 +13,7 @@ PNG contact sheet with each hit's image (read again from the index's source), ca
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -154,11 +155,7 @@ def main(argv) -> None:
     print(json.dumps(h))
 
 
-def run() -> None:
-  """Console script entry point (vlalign-search)."""
-  _define_flags()
-  app.run(main)
-
-
 if __name__ == '__main__':
-  run()
+  from vlalign import cli  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main, argv=cli.resolve_config_args(sys.argv))
