@@ -353,17 +353,25 @@ def _validate_runtime(config: ml_collections.ConfigDict) -> None:
 
 def _validate_evals(evals: ml_collections.ConfigDict) -> None:
   names = set()
+  from vlalign.evaluate import benchmarks  # pylint: disable=g-import-not-at-top
   for i, entry in enumerate(evals.datasets):
     field = f'evals.datasets[{i}]'
+    if hasattr(entry, 'get'):  # a benchmark preset fills kind, source, ...
+      try:
+        entry = benchmarks.with_preset(entry)
+      except ValueError as e:
+        raise ConfigError(f'config.{field}.benchmark: {e}') from None
     _check(hasattr(entry, 'get') and entry.get('name') and entry.get('name') not in names and
            entry.get('name') not in ('heldout', 'retrieval', 'zeroshot') and
            '/' not in entry.get('name'), field,
            f'needs a unique "name" (not heldout/retrieval/zeroshot, no "/"), got {entry!r}')
     names.add(entry['name'])
     _check_choice(entry.get('kind'), f'{field}.kind', ('zeroshot', 'retrieval', 'linear_probe'))
+    source = entry.get('source', '')
+    if entry['kind'] == 'retrieval' and source.startswith('karpathy:'):
+      continue  # a folder with a Karpathy split file (evaluate/datasets.read_karpathy)
     try:
-      data_spec.parse_spec(entry.get('source', '') if entry.get('source') != 'embedded:heldout'
-                           else 'embedded')
+      data_spec.parse_spec(source if source != 'embedded:heldout' else 'embedded')
     except data_spec.DataError as e:
       raise ConfigError(f'config.{field}.source: {e}') from e
   for name in evals.zeroshot:

@@ -20,6 +20,7 @@ from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
 from vlalign.data.text import WordpieceTokenizer
+from vlalign.evaluate import benchmarks
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
 from vlalign.methods import zerovl
@@ -222,9 +223,11 @@ def _log(writer, progress, step, metrics, batch_size, flops_per_step=0.0,
   return scalars
 
 
-def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str = '') -> None:
+def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str = '',
+                 entries=()) -> None:
   """Logs eval results and writes them (process 0) to <workdir>/eval/<name><suffix>.json: name
-  'heldout' for the embedded split's metrics, else the config.evals.datasets entry's name."""
+  'heldout' for the embedded split's metrics, else the config.evals.datasets entry's name (also
+  as <name><suffix>.clip_benchmark.json, CLIP_benchmark's format, for `entries`)."""
   logging.info('eval at step %d: %s', step,
                ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
   groups = {}
@@ -236,13 +239,15 @@ def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str
     for name, values in groups.items():
       with open(os.path.join(workdir, 'eval', f'{name}{suffix}.json'), 'w') as f:
         json.dump({'step': step, **values}, f, indent=1)
+    benchmarks.write_clip_benchmark(os.path.join(workdir, 'eval'), entries, results,
+                                    os.path.basename(workdir), f'step{step}', suffix)
 
 
 def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
   results = evaluator.run(state.params, state.model_state)
   writer.write_scalars(step, results)
   writer.flush()
-  _report_eval(workdir, step, results)
+  _report_eval(workdir, step, results, entries=evaluator.config.evals.datasets)
   return results
 
 
@@ -363,7 +368,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                                  'to evaluate')
   evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
   results = evaluator.run(r['params'], r['model_state'])
-  _report_eval(workdir, step, results, f'_step{step}')
+  _report_eval(workdir, step, results, f'_step{step}', config.evals.datasets)
   return step, results
 
 
