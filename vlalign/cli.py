@@ -61,6 +61,24 @@ def resolve_config_args(argv: list[str]) -> list[str]:
   return out
 
 
+def define_config_flag(argv: list[str], help_text: str) -> None:
+  """--config for the tools that read a workdir: a config file when --config is given, else the
+  --workdir's config.json as the flag's value, so --config.<field>=<value> overrides it."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  given = any(a == '--config' or a.startswith('--config=') for a in argv[1:])
+  workdirs = [a.split('=', 1)[1] for a in argv[1:] if a.startswith('--workdir=')]
+  saved = os.path.join(workdirs[-1], 'config.json') if workdirs else ''
+  if not given and saved and os.path.exists(saved):
+    from vlalign import config_lib  # pylint: disable=g-import-not-at-top
+    try:
+      config = config_lib.load_json(saved)
+    except config_lib.ConfigError as e:
+      raise SystemExit(f'vlalign: {e}') from None
+    config_flags.DEFINE_config_dict('config', config, help_text, lock_config=True)
+  else:
+    config_flags.DEFINE_config_file('config', None, help_text, lock_config=True)
+
+
 def run(module_name: str) -> None:
   """Runs the `python -m module_name` program with this process's arguments."""
   module = importlib.import_module(module_name)

@@ -5,6 +5,8 @@ CLIP_benchmark's JSON fields."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,16 +154,21 @@ def test_benchmark_entries_validate_with_one_clear_error():
     config_lib.validate(config)
 
 
-def test_evaluate_writes_clip_benchmark_files(tiny_workdir, tmp_path):
-  from vlalign import train  # pylint: disable=g-import-not-at-top
+def test_evaluate_cli_overrides_the_workdirs_config_and_writes_clip_benchmark_files(
+    tiny_workdir, tmp_path):
+  """python -m vlalign.evaluate with only --workdir: its config.json, with --config.<field>
+  overrides on top (here a Flickr30k entry instead of the held-out split)."""
   _flickr_folder(tmp_path / 'f30k')
-  config = config_lib.load_json(str(tiny_workdir / 'config.json'))
-  config.evals.heldout = False
-  config.evals.datasets = ({'name': 'f30k', 'benchmark': 'flickr30k',
-                            'source': f'karpathy:{tmp_path}/f30k'},)
-  step, results = train.evaluate_checkpoint(config, str(tiny_workdir))
-  with open(tiny_workdir / 'eval' / f'f30k_step{step}.json') as f:
-    assert json.load(f) == {'step': step, **results}
+  entry = f"({{'name': 'f30k', 'benchmark': 'flickr30k', 'source': 'karpathy:{tmp_path}/f30k'}},)"
+  proc = subprocess.run([sys.executable, '-m', 'vlalign.evaluate', f'--workdir={tiny_workdir}',
+                         '--config.evals.heldout=False', f'--config.evals.datasets={entry}'],
+                        cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads(proc.stdout.strip().splitlines()[-1])
+  step = results.pop('step')
+  assert step == 6 and set(results) == {f'eval/f30k/{k}' for k in (
+      'i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum')}
   with open(tiny_workdir / 'eval' / f'f30k_step{step}.clip_benchmark.json') as f:
     record = json.load(f)
   assert record['dataset'] == 'flickr30k' and record['task'] == 'zeroshot_retrieval'

@@ -17,14 +17,15 @@ import sys
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from vlalign import cli  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Config file (`path.py` or `path.py:arg`).',
-                                  lock_config=True)
+  cli.define_config_flag(sys.argv, 'Config file (`path.py[:arg]`) instead of the workdir\'s '
+                         'config.json; --config.<field>=<value> overrides either.')
   flags.DEFINE_string('workdir', None, 'The training workdir (its config.json and checkpoints/ '
                       'are read).')
   flags.DEFINE_integer('checkpoint', None, 'Step to evaluate (default: the newest).')
@@ -53,6 +54,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  from vlalign import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main, argv=cli.resolve_config_args(sys.argv))

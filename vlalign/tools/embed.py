@@ -19,7 +19,8 @@ import sys
 from typing import Iterator
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+
+from vlalign import cli
 
 FLAGS = flags.FLAGS
 DTYPES = ('float16', 'float32')
@@ -28,8 +29,8 @@ CHUNK = 512  # records decoded and embedded at a time
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Config file overriding <workdir>/config.json.',
-                                  lock_config=True)
+  cli.define_config_flag(sys.argv, 'Config file (`path.py[:arg]`) instead of the workdir\'s '
+                         'config.json; --config.<field>=<value> overrides either.')
   flags.DEFINE_string('workdir', None, 'Workdir (or imported model directory) that embeds.')
   flags.DEFINE_string('output', None, 'Directory for the exported index.')
   flags.DEFINE_string('source', HELDOUT, 'Source spec to embed (default: the embedded held-out '
@@ -185,6 +186,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  from vlalign import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main, argv=cli.resolve_config_args(sys.argv))

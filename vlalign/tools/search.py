@@ -16,14 +16,15 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+
+from vlalign import cli
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Config file overriding <workdir>/config.json.',
-                                  lock_config=True)
+  cli.define_config_flag(sys.argv, 'Config file (`path.py[:arg]`) instead of the workdir\'s '
+                         'config.json; --config.<field>=<value> overrides either.')
   flags.DEFINE_string('workdir', None, 'Workdir whose model embeds the query (default: the '
                       "index's).")
   flags.DEFINE_string('index', None, 'Directory written by vlalign.tools.embed.')
@@ -156,6 +157,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  from vlalign import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main, argv=cli.resolve_config_args(sys.argv))
