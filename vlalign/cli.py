@@ -61,10 +61,12 @@ def resolve_config_args(argv: list[str]) -> list[str]:
   return out
 
 
-def define_config_flag(argv: list[str], help_text: str) -> None:
+def define_config_flag(argv: list[str], help_text: str, flag_values=None) -> None:
   """--config for the tools that read a workdir: a config file when --config is given, else the
   --workdir's config.json as the flag's value, so --config.<field>=<value> overrides it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   given = any(a == '--config' or a.startswith('--config=') for a in argv[1:])
   workdirs = [a.split('=', 1)[1] for a in argv[1:] if a.startswith('--workdir=')]
   saved = os.path.join(workdirs[-1], 'config.json') if workdirs else ''
@@ -74,9 +76,11 @@ def define_config_flag(argv: list[str], help_text: str) -> None:
       config = config_lib.load_json(saved)
     except config_lib.ConfigError as e:
       raise SystemExit(f'vlalign: {e}') from None
-    config_flags.DEFINE_config_dict('config', config, help_text, lock_config=True)
+    config_flags.DEFINE_config_dict('config', config, help_text, flag_values, lock_config=True,
+                                    sys_argv=argv)
   else:
-    config_flags.DEFINE_config_file('config', None, help_text, lock_config=True)
+    config_flags.DEFINE_config_file('config', None, help_text, flag_values, lock_config=True,
+                                    sys_argv=argv)
 
 
 def run(module_name: str) -> None:

@@ -5,8 +5,6 @@ CLIP_benchmark's JSON fields."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,6 +21,15 @@ from vlalign.evaluate import benchmarks, datasets
 
 def _png(rgb, size=(40, 50)) -> bytes:
   return tf.io.encode_png(np.full((size[1], size[0], 3), rgb, np.uint8)).numpy()
+
+
+def _bag_of_tokens(vocab_size: int, d: int = 16):
+  """A vectorised stand-in text tower (80,000 prompts): sum of random token vectors, [PAD]
+  (id 0) contributing nothing, L2-normalised."""
+  table = np.random.default_rng(5).normal(size=(vocab_size, d))
+  table[0] = 0.0
+  emb = lambda t: table[np.asarray(t)].sum(1)
+  return lambda t: emb(t) / np.linalg.norm(emb(t), axis=1, keepdims=True)
 
 
 def test_imagenet_data_files_are_indexed_by_position():
@@ -46,7 +53,8 @@ def test_imagenet1k_zero_shot_streams_and_equals_numpy(small_dataset, monkeypatc
     ev = datasets.DatasetEvaluator.build(entry, _cfg(), tok, None)
     assert ev.images is None and len(ev.labels) == 11  # images are read at each run
     assert ev.num_classes == 1000 and ev.num_templates == 80
-    emb_img, emb_txt = _embedders(tok.vocab_size)
+    emb_img, _ = _embedders(tok.vocab_size)
+    emb_txt = _bag_of_tokens(tok.vocab_size)
     prompt_emb = []  # the 80,000 prompt embeddings, computed once
     got = ev.run(emb_img, lambda t: prompt_emb.append(emb_txt(t)) or prompt_emb[-1])
     kept = datasets.DatasetEvaluator.build({**entry, 'stream': False}, _cfg(), tok, None)
@@ -154,21 +162,42 @@ def test_benchmark_entries_validate_with_one_clear_error():
     config_lib.validate(config)
 
 
-def test_evaluate_cli_overrides_the_workdirs_config_and_writes_clip_benchmark_files(
-    tiny_workdir, tmp_path):
-  """python -m vlalign.evaluate with only --workdir: its config.json, with --config.<field>
-  overrides on top (here a Flickr30k entry instead of the held-out split)."""
+def test_config_flag_is_the_workdirs_config_json_with_overrides(tiny_workdir, tmp_path):
+  """The evaluate/embed/search --config flag: without --config, the workdir's config.json with
+  --config.<field> overrides on top; with it, the file."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vlalign import cli  # pylint: disable=g-import-not-at-top
+  entry = "({'name': 'f30k', 'benchmark': 'flickr30k', 'source': 'karpathy:/d'},)"
+  argv = ['prog', f'--workdir={tiny_workdir}', '--config.evals.heldout=False',
+          f'--config.evals.datasets={entry}']
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, 'the workdir', flag_values=fv)
+  cli.define_config_flag(argv, 'help', fv)
+  fv(argv)
+  saved = config_lib.load_json(str(tiny_workdir / 'config.json'))
+  assert fv.config.evals.heldout is False and fv.config.evals.datasets[0]['name'] == 'f30k'
+  saved.evals.heldout, saved.evals.datasets = False, fv.config.evals.datasets
+  assert fv.config.to_dict() == saved.to_dict()
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, 'the workdir', flag_values=fv)
+  argv = ['prog', f'--workdir={tiny_workdir}', f'--config={cli.packaged_config("demo.py")}']
+  cli.define_config_flag(argv, 'help', fv)
+  fv(argv)
+  assert fv.config.total_steps == 650 and saved.total_steps == 6  # the file, not config.json
+
+
+def test_evaluate_writes_clip_benchmark_files(tiny_workdir, tmp_path):
+  from vlalign import train  # pylint: disable=g-import-not-at-top
   _flickr_folder(tmp_path / 'f30k')
-  entry = f"({{'name': 'f30k', 'benchmark': 'flickr30k', 'source': 'karpathy:{tmp_path}/f30k'}},)"
-  proc = subprocess.run([sys.executable, '-m', 'vlalign.evaluate', f'--workdir={tiny_workdir}',
-                         '--config.evals.heldout=False', f'--config.evals.datasets={entry}'],
-                        cwd=tmp_path, env=dict(os.environ, JAX_PLATFORMS='cpu'),
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  results = json.loads(proc.stdout.strip().splitlines()[-1])
-  step = results.pop('step')
+  config = config_lib.load_json(str(tiny_workdir / 'config.json'))
+  config.evals.heldout = False
+  config.evals.datasets = ({'name': 'f30k', 'benchmark': 'flickr30k',
+                            'source': f'karpathy:{tmp_path}/f30k'},)
+  step, results = train.evaluate_checkpoint(config, str(tiny_workdir))
   assert step == 6 and set(results) == {f'eval/f30k/{k}' for k in (
       'i2t_r1', 'i2t_r5', 'i2t_r10', 't2i_r1', 't2i_r5', 't2i_r10', 'rsum')}
+  with open(tiny_workdir / 'eval' / f'f30k_step{step}.json') as f:
+    assert json.load(f) == {'step': step, **results}
   with open(tiny_workdir / 'eval' / f'f30k_step{step}.clip_benchmark.json') as f:
     record = json.load(f)
   assert record['dataset'] == 'flickr30k' and record['task'] == 'zeroshot_retrieval'
