@@ -108,3 +108,13 @@ def test_bad_inputs_fail_with_one_clear_error(loaded, tiny_workdir, tmp_path):
   from vlalign import config_lib  # pylint: disable=g-import-not-at-top
   with pytest.raises(config_lib.ConfigError, match='config.json does not exist'):
     inference.load(str(bare))
+
+
+def test_a_config_that_does_not_fit_the_checkpoint_lists_the_parameters(tiny_workdir):
+  from vlalign import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_json(str(tiny_workdir / 'config.json'))
+  config.model.embed_dim = 24
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r'params/image_proj/kernel: in checkpoint \(32, 32\) float32, config '
+                           r'builds \(32, 24\)'):
+    inference.load(str(tiny_workdir), config=config)

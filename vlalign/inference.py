@@ -66,16 +66,18 @@ def restore_variables(workdir: str, step: int, abstract: dict) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
-  try:
-    return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
-        item=abstract, restore_args=restore_args, partial_restore=True))
-  except (ValueError, KeyError) as e:
-    diffs = checkpoint.describe_mismatch(path, abstract)
-    diffs = [d for d in diffs if not d.endswith('only in the checkpoint')]
+  step_dir = os.path.join(workdir, 'checkpoints', str(step))
+  path = os.path.join(step_dir, 'state')
+  # Checked from the metadata first: a partial restore into NumPy takes the saved shapes.
+  diffs = [d for d in checkpoint.describe_mismatch(step_dir, abstract)
+           if not d.endswith('only in the checkpoint')]  # optimizer state, method state
+  if diffs:
     raise checkpoint.CheckpointMismatchError(
-        f'{path} does not hold the model its config builds: ' + '; '.join(diffs[:20])) from e
+        f'{path} does not hold the model its config builds ({len(diffs)} differences): '
+        + '; '.join(diffs[:20]))
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+  return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+      item=abstract, restore_args=restore_args, partial_restore=True))
 
 
 def _pad_batches(data: np.ndarray, batch: int):
