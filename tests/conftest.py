@@ -30,3 +30,18 @@ def jax_compilation_cache(tmp_path_factory):
     mp.setenv('JAX_COMPILATION_CACHE_DIR', str(path))
     mp.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
     yield path
+
+
+@pytest.fixture(scope='session')
+def tiny_workdir(tmp_path_factory, cache):
+  """A workdir trained in-process with configs/demo.py:tiny (6 steps, held-out eval at the end):
+  config.json, checkpoints 2/4/6 and eval/heldout.json, for the inference API and the tools."""
+  import os  # pylint: disable=g-import-not-at-top
+  from vlalign import config_lib, train  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = config_lib.load_config_module(os.path.join(root, 'configs', 'demo.py')).get_config(
+      'tiny')
+  config.data.cache_dir = str(cache)
+  workdir = tmp_path_factory.mktemp('tiny_workdir')
+  train.train_and_evaluate(config, str(workdir))
+  return workdir

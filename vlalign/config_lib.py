@@ -1,6 +1,7 @@
 """Shared config defaults (one place) and validation before anything expensive starts."""
 
 import importlib.util
+import json
 import os
 import re
 import types
@@ -488,17 +489,25 @@ def _validate_runtime(config: ml_collections.ConfigDict) -> None:
 
 def _validate_evals(evals: ml_collections.ConfigDict) -> None:
   names = set()
+  from vlalign.evaluate import benchmarks  # pylint: disable=g-import-not-at-top
   for i, entry in enumerate(evals.datasets):
     field = f'evals.datasets[{i}]'
+    if hasattr(entry, 'get'):  # a benchmark preset fills kind, source, ...
+      try:
+        entry = benchmarks.with_preset(entry)
+      except ValueError as e:
+        raise ConfigError(f'config.{field}.benchmark: {e}') from None
     _check(hasattr(entry, 'get') and entry.get('name') and entry.get('name') not in names and
            entry.get('name') not in ('heldout', 'retrieval', 'zeroshot') and
            '/' not in entry.get('name'), field,
            f'needs a unique "name" (not heldout/retrieval/zeroshot, no "/"), got {entry!r}')
     names.add(entry['name'])
     _check_choice(entry.get('kind'), f'{field}.kind', ('zeroshot', 'retrieval', 'linear_probe'))
+    source = entry.get('source', '')
+    if entry['kind'] == 'retrieval' and source.startswith('karpathy:'):
+      continue  # a folder with a Karpathy split file (evaluate/datasets.read_karpathy)
     try:
-      data_spec.parse_spec(entry.get('source', '') if entry.get('source') != 'embedded:heldout'
-                           else 'embedded')
+      data_spec.parse_spec(source if source != 'embedded:heldout' else 'embedded')
     except data_spec.DataError as e:
       raise ConfigError(f'config.{field}.source: {e}') from e
   for name in evals.zeroshot:
@@ -620,3 +629,77 @@ def _validate_vicha(config: ml_collections.ConfigDict) -> None:
     _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
     _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
            f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
+
+
+# Fields whose keys a recipe chooses (a whole dict is assigned, as `config.mesh = {...}` or a
+# tower's own fields in `config.model.image = {...}`); every other ConfigDict in config.json
+# must use base_config()'s keys.
+FREE_MAPPINGS = ('mesh', 'data.embedded.train_sizes', 'model.image', 'model.text')
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  """The config as JSON text (tuples as lists); from_json reads it back."""
+  return json.dumps(config.to_dict(), indent=1, sort_keys=True)
+
+
+def _tuples(value: Any) -> Any:
+  """JSON lists back to the tuples configs use, recursively (dicts keep their keys)."""
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  return value
+
+
+def _merge(config: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+  for key, value in values.items():
+    field = prefix + key
+    if key not in config:
+      raise ConfigError(f'config.{field}: not a config field (written by another version?)')
+    current = config[key]
+    if isinstance(current, ml_collections.ConfigDict) and field not in FREE_MAPPINGS:
+      if not isinstance(value, dict):
+        raise ConfigError(f'config.{field}: expected a mapping in config.json, got {value!r}')
+      _merge(current, value, field + '.')
+      continue
+    try:
+      config[key] = _tuples(value)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'config.{field}: {value!r} does not fit ({e})') from None
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """A locked ConfigDict on base_config() with the values of to_json's text."""
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'config.json: not JSON ({e})') from None
+  if not isinstance(values, dict):
+    raise ConfigError('config.json: the top level must be an object of config fields')
+  config = base_config()
+  _merge(config, values, '')
+  return config
+
+
+def save_json(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes to_json(config) to `path` (local or gs://, atomically where the file system allows)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.io.gfile.makedirs(os.path.dirname(path) or '.')
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(to_json(config))
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def load_json(path: str) -> ml_collections.ConfigDict:
+  """from_json of the file at `path` (e.g. <workdir>/config.json); ConfigError names it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    raise ConfigError(f'{path} does not exist: the workdir was not written by a run that saves '
+                      f'its config (pass --config=...)')
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    return from_json(text)
+  except ConfigError as e:
+    raise ConfigError(f'{path}: {e}') from None

@@ -6,13 +6,16 @@ Config files are Python and run as code: only load configs you trust.
 import logging as pylogging
 import os
 import pathlib
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEMO = str(pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'demo.py')
+from vlalign import cli  # pylint: disable=wrong-import-position
+
+_DEMO = cli.packaged_config('demo.py')  # the checkout's or the installed package's copy
 
 config_flags.DEFINE_config_file('config', _DEMO, 'Config file (`path.py` or `path.py:arg`).',
                                 lock_config=True)
@@ -89,4 +92,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, argv=cli.resolve_config_args(sys.argv))

@@ -21,6 +21,7 @@ from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
 from vlalign.data import tokenizers as tokenizers_lib
+from vlalign.evaluate import benchmarks
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
 from vlalign.methods import zerovl
@@ -60,6 +61,18 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
   srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
   return {'sources': srcs, 'vocab': tokenizers_lib.vocab_path(d) or embedded['vocab'],
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
+
+
+def make_tokenizer(config: ml_collections.ConfigDict, vocab_path: str):
+  """The tokenizer of a run (training, evaluation, tools and vlalign.inference all use this);
+  `vocab_path` replaces config.data.tokenizer's file (the embedded data's vocab when unset)."""
+  return tokenizers_lib.make_tokenizer(config.data, vocab_path)
+
+
+def build_model(config: ml_collections.ConfigDict, tokenizer) -> two_tower.TwoTower:
+  """The run's two-tower model for `tokenizer` (its vocabulary and where its rows' text ends)."""
+  return two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len,
+                               **tokenizers_lib.model_token_ids(tokenizer))
 
 
 def _concepts(config) -> concepts_lib.Concepts | None:
@@ -256,9 +269,11 @@ def _log(writer, progress, step, metrics, batch_size, flops_per_step=0.0,
   return scalars
 
 
-def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str = '') -> None:
+def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str = '',
+                 entries=()) -> None:
   """Logs eval results and writes them (process 0) to <workdir>/eval/<name><suffix>.json: name
-  'heldout' for the embedded split's metrics, else the config.evals.datasets entry's name."""
+  'heldout' for the embedded split's metrics, else the config.evals.datasets entry's name (also
+  as <name><suffix>.clip_benchmark.json, CLIP_benchmark's format, for `entries`)."""
   logging.info('eval at step %d: %s', step,
                ', '.join(f'{k.split("/", 1)[1]}={v:.3f}' for k, v in results.items()))
   groups = {}
@@ -270,13 +285,15 @@ def _report_eval(workdir: str, step: int, results: dict[str, float], suffix: str
     for name, values in groups.items():
       with open(os.path.join(workdir, 'eval', f'{name}{suffix}.json'), 'w') as f:
         json.dump({'step': step, **values}, f, indent=1)
+    benchmarks.write_clip_benchmark(os.path.join(workdir, 'eval'), entries, results,
+                                    os.path.basename(workdir), f'step{step}', suffix)
 
 
 def _evaluate(evaluator, state, writer, workdir, step) -> dict[str, float]:
   results = evaluator.run(state.params, state.model_state)
   writer.write_scalars(step, results)
   writer.flush()
-  _report_eval(workdir, step, results)
+  _report_eval(workdir, step, results, entries=evaluator.config.evals.datasets)
   return results
 
 
@@ -374,9 +391,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
-  tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
-  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len,
-                                **tokenizers_lib.model_token_ids(tokenizer))
+  tokenizer = make_tokenizer(config, paths['vocab'])
+  model = build_model(config, tokenizer)
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps,
                                optim.frozen_towers(config.model))
   state, shardings = init_state(config, model, tx, mesh, load_weights=False)
@@ -405,7 +421,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                                  'to evaluate')
   evaluator = HeldoutEvaluator(config, r['model'], r['tokenizer'], r['paths']['heldout'])
   results = evaluator.run(r['params'], r['model_state'])
-  _report_eval(workdir, step, results, f'_step{step}')
+  _report_eval(workdir, step, results, f'_step{step}', config.evals.datasets)
   return step, results
 
 
@@ -424,15 +440,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   the final held-out metrics ({} when stopped early by config.stop_at_step)."""
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+  if jax.process_index() == 0:  # the resolved config: evaluate, tools and inference read it
+    config_lib.save_json(config, os.path.join(workdir, 'config.json'))
   mesh = parallel.make_mesh(config.mesh)
   _check_batch_split(config, mesh)
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
-  tokenizer = tokenizers_lib.make_tokenizer(config.data, paths['vocab'])
-  model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len,
-                                **tokenizers_lib.model_token_ids(tokenizer))
+  tokenizer = make_tokenizer(config, paths['vocab'])
+  model = build_model(config, tokenizer)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps,
                                    optim.frozen_towers(config.model))
   # Pretrained weights (init_from) start a run; a resumed run takes its own checkpoint.

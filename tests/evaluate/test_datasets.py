@@ -60,8 +60,10 @@ def test_zeroshot_top1_top5_on_tfds_equal_numpy(small_dataset, tmp_path):
   cls = p.mean(1) / np.linalg.norm(p.mean(1), axis=1, keepdims=True)
   scores = emb_img(ev.images) @ cls.T
   rank = (scores > scores[np.arange(30), ev.labels][:, None]).sum(1)
+  recall = [np.mean(scores[ev.labels == c].argmax(1) == c) for c in np.unique(ev.labels)]
   assert got == {'eval/cifar/top1': float((rank < 1).mean()),
-                 'eval/cifar/top5': float((rank < 5).mean())}
+                 'eval/cifar/top5': float((rank < 5).mean()),
+                 'eval/cifar/mean_per_class_recall': pytest.approx(float(np.mean(recall)))}
   assert 0.0 < got['eval/cifar/top5'] < 1.0  # the check can tell right from wrong
 
 

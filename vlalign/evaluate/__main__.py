@@ -1,8 +1,9 @@
 """Standalone evaluation of a workdir's checkpoint:
 
-  python -m vlalign.evaluate --config=configs/demo.py --workdir=workdirs/demo [--checkpoint=STEP]
+  python -m vlalign.evaluate --workdir=workdirs/demo [--checkpoint=STEP] [--config=configs/demo.py]
 
-Restores the newest checkpoint (or STEP) of the model the config builds, runs the configured
+Restores the newest checkpoint (or STEP) of the model the run's <workdir>/config.json (or
+--config, with any --config.field overrides) builds, runs the configured
 evaluators (`config.evals`) on the held-out split, logs the numbers and writes them to
 <workdir>/eval/heldout_step<STEP>.json (the training run's own final numbers stay in
 eval/heldout.json). Config files are Python and run as code: only load configs you trust.
@@ -11,34 +12,38 @@ eval/heldout.json). Config files are Python and run as code: only load configs y
 import json
 import logging as pylogging
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from vlalign import cli  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Config file (`path.py` or `path.py:arg`).',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', None, 'The training workdir (its checkpoints/ are read).')
+  cli.define_config_flag(sys.argv, 'Config file (`path.py[:arg]`) instead of the workdir\'s '
+                         'config.json; --config.<field>=<value> overrides either.')
+  flags.DEFINE_string('workdir', None, 'The training workdir (its config.json and checkpoints/ '
+                      'are read).')
   flags.DEFINE_integer('checkpoint', None, 'Step to evaluate (default: the newest).')
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.config is None or FLAGS.workdir is None:
-    raise app.UsageError('--config and --workdir are required')
+  if FLAGS.workdir is None:
+    raise app.UsageError('--workdir is required')
   for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
     handler.addFilter(lambda r: r.levelno >= pylogging.WARNING or '/orbax/' not in r.pathname)
-  from vlalign import checkpoint, config_lib, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from vlalign import checkpoint, config_lib, inference, train
   from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
   try:
-    config_lib.validate(FLAGS.config)
-    step, results = train.evaluate_checkpoint(FLAGS.config, os.path.abspath(FLAGS.workdir),
+    config = inference.resolve_config(FLAGS.config, os.path.abspath(FLAGS.workdir))
+    step, results = train.evaluate_checkpoint(config, os.path.abspath(FLAGS.workdir),
                                               FLAGS.checkpoint)
   except (config_lib.ConfigError, checkpoint.CheckpointMismatchError,
           checkpoint.CheckpointUnreadableError, FileNotFoundError, DataError) as e:
@@ -50,4 +55,4 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, argv=cli.resolve_config_args(sys.argv))

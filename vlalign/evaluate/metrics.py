@@ -38,3 +38,12 @@ def topk_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarr
   scores = np.asarray(image_emb) @ np.asarray(class_emb).T
   topk = np.argsort(-scores, axis=1, kind='stable')[:, :k]
   return float((topk == np.asarray(labels)[:, None]).any(axis=1).mean())
+
+
+def mean_per_class_recall(image_emb: np.ndarray, class_emb: np.ndarray,
+                          labels: np.ndarray) -> float:
+  """Top-1 recall of each class present in `labels`, averaged over those classes (balanced
+  accuracy, CLIP_benchmark's mean_per_class_recall); ties go to the lower class index."""
+  pred = np.argmax(np.asarray(image_emb) @ np.asarray(class_emb).T, axis=1)
+  labels = np.asarray(labels)
+  return float(np.mean([(pred[labels == c] == c).mean() for c in np.unique(labels)]))
