@@ -34,7 +34,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jnp.ndarray
-  skipped: jnp.ndarray  # number of updates dropped because loss or gradients were not finite
+  skipped: jnp.ndarray  # updates dropped: loss, gradients or the updated state not finite
   model_state: Any  # non-trainable model variables (batch-norm statistics); {} for most towers
   # A method's state beyond the parameters (vlalign/methods): key queues, the nearest-neighbour
   # bank, momentum (EMA) parameters; {} for 'clip'.
@@ -93,6 +93,13 @@ def init_state(config, model, tx, mesh) -> tuple[TrainState, Any]:
   return state, shardings
 
 
+def all_finite(tree: Any) -> jnp.ndarray:
+  """True when every floating-point leaf of `tree` is finite (a scalar bool; jit-friendly)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   loss_cfg = config.loss
@@ -142,9 +149,11 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient never reaches the parameters: the update is dropped and
-    # counted; the host then stops or continues according to config.nan_policy.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A non-finite loss, gradient or updated state (parameters, optimizer moments, method
+    # state: eps=0's 0/0, an lr that overflows) never reaches the state: the update is dropped
+    # and counted; the host then stops or continues according to config.nan_policy.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
+              all_finite((params, opt_state, model_state, extra)))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     model_state, extra = keep(model_state, state.model_state), keep(extra, state.extra)
@@ -197,8 +206,8 @@ def _check_finite(state: TrainState, step: int, policy: str, seen: int) -> int:
   """Number of skipped updates so far; raises under policy 'stop' when it grew."""
   skipped = int(jax.device_get(state.skipped))
   if skipped > seen:
-    msg = (f'non-finite loss or gradient: {skipped} update(s) dropped by step {step}; '
-           f'parameters and checkpoints hold only finite updates')
+    msg = (f'non-finite loss, gradient or updated state: {skipped} update(s) dropped by step '
+           f'{step}; parameters and checkpoints hold only finite updates')
     if policy == 'stop':
       raise FloatingPointError(msg + '; stopping (config.nan_policy="stop"; "skip" continues)')
     logging.warning('%s (config.nan_policy="skip")', msg)
@@ -254,13 +263,34 @@ def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
   rows = _gather_hosts(it.state().to_vector())
   return {'version': 2, 'sources': list(config.data.sources), 'mixing': config.data.mixing,
           'host_split': config.data.host_split, 'process_count': jax.process_count(),
-          'hosts': rows.tolist()}
+          'hosts': rows.tolist(), 'seed': config.seed,
+          'global_batch': config.data.global_batch}
+
+
+def _check_resume_settings(saved: dict, config) -> None:
+  """Refuses (ConfigError naming the field) a resume whose seed or global batch differs from
+  the checkpoint's, unless config.resume_allow_changes; older checkpoints do not record them."""
+  for key, field, now in (('seed', 'seed', config.seed),
+                          ('global_batch', 'data.global_batch', config.data.global_batch)):
+    if key not in saved or saved[key] == now:
+      continue
+    if not config.resume_allow_changes:
+      raise config_lib.ConfigError(
+          f'config.{field}: {now!r} differs from the checkpoint\'s {saved[key]!r}; resume with '
+          f'the same value, or set config.resume_allow_changes=True to continue with the change')
+    logging.warning('config.%s changed from %r to %r on resume (config.resume_allow_changes)',
+                    field, saved[key], now)
 
 
 def _data_state(saved: dict, config) -> pipeline.DataState:
   """This host's data state from a checkpoint's data item; CheckpointMismatchError when the
   run cannot continue the saved streams exactly."""
   n = len(config.data.sources)
+  need = ('position',) if 'hosts' not in saved else (
+      'sources', 'mixing', 'host_split', 'process_count', 'hosts')
+  missing = [k for k in need if k not in saved]
+  if missing:
+    raise ValueError(f'the data item lacks {missing}')
   if 'hosts' not in saved:  # the first format: one stream position shared by every host
     if n != 1:
       raise checkpoint.CheckpointMismatchError(
@@ -284,10 +314,11 @@ def _restore(config, workdir, state, shardings):
                                     save_every=config.checkpoint_every,
                                     keep=config.keep_checkpoints)
   data_state = None
-  restored = checkpoint.restore_latest(manager, _abstract(state, shardings))
+  restored = checkpoint.restore_latest(manager, _abstract(state, shardings),
+                                       lambda saved: (saved, _data_state(saved, config)))
   if restored:
-    step0, state, saved = restored
-    data_state = _data_state(saved, config)
+    step0, state, (saved, data_state) = restored
+    _check_resume_settings(saved, config)
     logging.info('Resumed from checkpoint at step %d (data positions %s)', step0,
                  data_state.positions)
   return manager, state, data_state

@@ -175,7 +175,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_pa
 def test_injected_nan_stop_keeps_the_last_good_checkpoint(tmp_path, cache):
   proc = run(tmp_path, cache, '--config.debug.nan_loss_at_steps=(8,)', check=False)
   assert proc.returncode != 0
-  assert 'non-finite loss or gradient: 1 update(s) dropped by step 8' in proc.stderr
+  assert 'non-finite loss, gradient or updated state: 1 update(s) dropped by step 8' in proc.stderr
   assert 'config.nan_policy="stop"' in proc.stderr
   assert checkpoint_steps(tmp_path)[-1] == 6  # nothing written after the bad step
 
