@@ -316,6 +316,13 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
   _check_int(e.vocab_size, 'data.embedded.vocab_size', 6)  # 5 reserved tokens and a word
 
 
+def validate_model(config: ml_collections.ConfigDict) -> None:
+  """The checks of `validate` that the model's shapes depend on (tools that only build the
+  model, e.g. tools/summary on a paper config without data)."""
+  _validate_data_sizes(config.data)
+  _validate_model(config.model, config.data)
+
+
 def _validate_data(config: ml_collections.ConfigDict) -> None:
   d = config.data
   _check(isinstance(d.sources, (tuple, list)) and len(d.sources) > 0, 'data.sources',

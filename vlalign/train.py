@@ -2,7 +2,6 @@
 
 import json
 import logging
-import signal
 import os
 from typing import Any
 
@@ -14,11 +13,13 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel, perf
+from vlalign import checkpoint, config_lib, errors, metrics_lib, optim, parallel, perf
+from vlalign import preemption, workdir_lock
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
+from vlalign.data.spec import DataError
 from vlalign.data.text import WordpieceTokenizer
 from vlalign.evaluate.heldout import HeldoutEvaluator
 from vlalign.losses import api as losses_api
@@ -54,9 +55,22 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
         os.path.join(d.cache_dir, 'embedded'), seed=e.seed, train_sizes=dict(e.train_sizes),
         heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
         vocab_size=e.vocab_size)
+  for spec in d.sources:
+    kind, arg = sources_lib.parse_spec(spec)
+    if kind == 'tfds':  # one line for an unknown or unprepared TFDS dataset
+      errors.check_tfds(arg.rpartition(':')[0], d.tfds_data_dir, f'config.data.sources: {spec!r}')
   srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
   return {'sources': srcs, 'vocab': d.vocab_file or embedded['vocab'],
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
+
+
+def make_tokenizer(vocab: str, max_len: int) -> WordpieceTokenizer:
+  """The WordPiece tokenizer of `vocab`; a missing, empty or malformed vocabulary file is a
+  DataError naming config.data.vocab_file."""
+  try:
+    return WordpieceTokenizer(vocab, max_len)
+  except (ValueError, OSError) as e:
+    raise DataError(f'config.data.vocab_file: {e}') from None
 
 
 def _concepts(config) -> concepts_lib.Concepts | None:
@@ -177,29 +191,6 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
 def _abstract(state, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       state, shardings)
-
-
-class _StopSignal:
-  """Turns SIGTERM / SIGINT into a request to finish the step, checkpoint and exit."""
-
-  def __init__(self):
-    self.requested = ''
-    self._old = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread (e.g. an embedding application)
-        pass
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested:  # a second signal: stop at once
-      raise KeyboardInterrupt
-    self.requested = signal.Signals(signum).name
-
-  def restore(self) -> None:
-    for sig, handler in self._old.items():
-      signal.signal(sig, handler)
 
 
 def _check_finite(state: TrainState, step: int, policy: str, seen: int) -> int:
@@ -360,7 +351,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.mesh)
   paths = prepare_data(config)
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = make_tokenizer(paths['vocab'], config.data.max_len)
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
@@ -403,18 +394,47 @@ def _check_batch_split(config: ml_collections.ConfigDict, mesh) -> None:
         f'the {per_shard} rows each batch shard holds (data.global_batch / batch shards)')
 
 
+def _lock_workdir(workdir: str) -> str | None:
+  """Process 0 takes the workdir lock (workdir_lock); every process stops with
+  WorkdirLockedError when it could not. Returns the lock path on process 0."""
+  path, error = None, ''
+  if jax.process_index() == 0:
+    try:
+      path = workdir_lock.acquire(workdir)
+    except workdir_lock.WorkdirLockedError as e:
+      error = str(e)
+  if jax.process_count() > 1:
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(bool(error))))
+    if failed and not error:
+      error = f'process 0 could not take the lock of workdir {workdir} (another run uses it)'
+  if error:
+    raise workdir_lock.WorkdirLockedError(error)
+  return path
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
-  the final held-out metrics ({} when stopped early by config.stop_at_step)."""
+  the final held-out metrics ({} when stopped early by config.stop_at_step). One run per
+  workdir: a second stops with WorkdirLockedError."""
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+  os.makedirs(workdir, exist_ok=True)
+  lock = _lock_workdir(workdir)
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock:
+      workdir_lock.release(lock)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   mesh = parallel.make_mesh(config.mesh)
   _check_batch_split(config, mesh)
   logging.info('mesh %s on %d devices, %d processes', dict(mesh.shape), jax.device_count(),
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
-  tokenizer = WordpieceTokenizer(paths['vocab'], config.data.max_len)
+  tokenizer = make_tokenizer(paths['vocab'], config.data.max_len)
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
@@ -434,11 +454,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('held-out evaluation is off (config.evals.heldout)')
   id_log = _IdLog(workdir, config.debug.record_example_ids)
   writer = metrics_lib.make_writer(workdir)
-  stop = _StopSignal()
+  stop = preemption.StopSignal()
+  watchdog = preemption.PeerWatchdog(config.peer_timeout_s, workdir)
   profiler = perf.Profiler(workdir, config.profile.start_step, config.profile.num_steps)
   try:
     state, finished = _train_loop(config, workdir, state, train_step, batch_sh, it, manager,
-                                  evaluator, writer, id_log, stop, profiler, start)
+                                  evaluator, writer, id_log, (stop, watchdog), profiler, start)
     if not finished or evaluator is None:
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
@@ -447,15 +468,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     id_log.close()
     profiler.close()
     stop.restore()
+    watchdog.close()
     manager.wait_until_finished()
     writer.close()
 
 
+def _report_stop(manager, requested: str, step: int) -> None:
+  """Logs the stop on a signal, after checking the checkpoint of `step` is on disk (the log
+  claims only what exists)."""
+  if step in checkpoint.saved_steps(manager):
+    logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
+                    'command again to resume.', requested, step)
+  else:
+    logging.error('%s received at step %d, but its checkpoint is not in %s; exiting.',
+                  requested, step, manager.directory)
+
+
 def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evaluator, writer,
-                id_log, stop, profiler, start) -> tuple[TrainState, bool]:
+                id_log, guards, profiler, start) -> tuple[TrainState, bool]:
   """Steps start+1 .. (config.stop_at_step or total_steps): logs, checks for non-finite
   updates, checkpoints, evaluates every config.eval_every. Returns (state, finished): finished
-  is False when a signal or config.stop_at_step ended the run before total_steps."""
+  is False when a signal or config.stop_at_step ended the run before total_steps. `guards`:
+  (preemption.StopSignal, preemption.PeerWatchdog)."""
+  stop, watchdog = guards
   progress = metrics_lib.Progress(config.total_steps, start)
   last = config.stop_at_step or config.total_steps
   skipped = int(jax.device_get(state.skipped))
@@ -473,7 +508,7 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
     profiler.before_step(step)
     state, metrics = compiled(state, batch)
     profiler.after_step(step, state)
-    requested = stop.requested  # read once: a signal may land during this iteration
+    requested = stop.should_stop(step)  # read once (the same step on every process)
     stopping = bool(requested) or step == last
     if step % config.log_every == 0 or stopping or manager.should_save(step):
       skipped = _check_finite(state, step, config.nan_policy, skipped)
@@ -483,12 +518,12 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
     if stopping or manager.should_save(step):
       checkpoint.save(manager, step, state, _data_checkpoint(it, config), force=stopping)
     if requested:
-      logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
-                      'command again to resume.', requested, step)
+      _report_stop(manager, requested, step)
       return state, False
     if (evaluator and config.eval_every and step % config.eval_every == 0 and
         step < config.total_steps):
       _evaluate(evaluator, state, writer, workdir, step)
+    watchdog.beat(step)
   if last < config.total_steps:
     logging.info('stopping at step %d as config.stop_at_step asks', last)
     return state, False

@@ -5,8 +5,8 @@ python -m vlalign.tools.embed --config=configs/demo.py --workdir=workdirs/demo \
 
 Writes <output>/image_emb.npy and text_emb.npy ([N, d], L2-normalised, float16 or float32),
 and <output>/items.jsonl (one {"row", "id", "text", "colors", "shapes", "sizes",
-"num_objects"} per row, in the same order), plus <output>/meta.json (config, workdir, step,
-dtype). Load the arrays with np.load(..., allow_pickle=False).
+"num_objects"} per row, in the same order), plus <output>/meta.json (workdir, step, dtype, and
+the run fingerprint of the checkpoint's parameters that tools.search checks). Load the arrays with np.load(..., allow_pickle=False).
 """
 
 import json
@@ -40,6 +40,20 @@ def load_heldout(config, workdir: str, step=None) -> tuple[dict, Any, dict]:
   return r, evaluator, evaluator.variables(r['params'], r['model_state'])
 
 
+def run_fingerprint(params: Any) -> str:
+  """sha256 (hex, 16 digits) of a checkpoint's parameters: names, shapes, dtypes and bytes. An
+  index records the one it was exported with; search recomputes it from --workdir."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    arr = np.asarray(jax.device_get(leaf))
+    h.update(f'{jax.tree_util.keystr(path)}:{arr.shape}:{arr.dtype};'.encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+  return h.hexdigest()[:16]
+
+
 def export(config, workdir: str, output: str, step=None, dtype: str = 'float32') -> dict:
   """Embeds the held-out split; returns meta (with `count` and `dim`)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -58,7 +72,8 @@ def export(config, workdir: str, output: str, step=None, dtype: str = 'float32')
                           'sizes': int(data['sizes'][i]),
                           'num_objects': int(data['num_objects'][i])}) + '\n')
   meta = {'workdir': os.path.abspath(workdir), 'step': r['step'], 'dtype': dtype,
-          'count': int(len(img)), 'dim': int(img.shape[1]), 'split': 'heldout'}
+          'count': int(len(img)), 'dim': int(img.shape[1]), 'split': 'heldout',
+          'fingerprint': run_fingerprint(r['params'])}
   with open(os.path.join(output, 'meta.json'), 'w') as f:
     json.dump(meta, f, indent=1)
   return meta
@@ -70,8 +85,10 @@ def main(argv) -> None:
   for name in ('config', 'workdir', 'output'):
     if FLAGS[name].value is None:
       raise app.UsageError(f'--{name} is required')
-  meta = export(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.output, FLAGS.checkpoint,
-                FLAGS.dtype)
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.embed'):
+    meta = export(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.output, FLAGS.checkpoint,
+                  FLAGS.dtype)
   logging.info('exported %d embeddings (dim %d, %s) of step %d to %s', meta['count'],
                meta['dim'], meta['dtype'], meta['step'], FLAGS.output)
   print(json.dumps(meta))

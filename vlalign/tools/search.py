@@ -44,6 +44,27 @@ def load_index(index: str) -> tuple:
   return img, items, meta
 
 
+class IndexMismatchError(ValueError):
+  """The index was exported from another run (or checkpoint) than the one that embeds queries."""
+
+
+def check_same_run(index: str, meta: dict, params, workdir: str) -> None:
+  """IndexMismatchError (one line) unless the index's recorded run fingerprint equals that of
+  the checkpoint restored from `workdir` at the index's step."""
+  from vlalign.tools.embed import run_fingerprint  # pylint: disable=g-import-not-at-top
+  want = meta.get('fingerprint')
+  if not want:
+    raise IndexMismatchError(f'{index}/meta.json records no run fingerprint (exported by an '
+                             f'older vlalign): re-export it with python -m vlalign.tools.embed')
+  got = run_fingerprint(params)
+  if got != want:
+    raise IndexMismatchError(
+        f'{index} was exported from another run or checkpoint (fingerprint {want}, from '
+        f'{meta.get("workdir")} step {meta.get("step")}) than --workdir={workdir} step '
+        f'{meta.get("step")} (fingerprint {got}); re-export it with python -m '
+        f'vlalign.tools.embed, or pass the workdir it came from')
+
+
 def top_k(index_emb, query, k: int):
   """(rows, scores) of the k highest cosine similarities, best first (ties: lower row first)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -82,6 +103,7 @@ def search(config, workdir: str, index: str, text=None, image=None, text_weight:
     raise ValueError('give --text, --image or both')
   index_emb, items, meta = load_index(index)
   r, evaluator, variables = load_heldout(config, workdir, meta['step'])
+  check_same_run(index, meta, r['params'], workdir)
   model, data = r['model'], evaluator.data
   if len(data['image']) != len(items):
     raise ValueError(f'{index} has {len(items)} rows but the held-out split has '
@@ -121,8 +143,13 @@ def main(argv) -> None:
   for name in ('config', 'workdir', 'index'):
     if FLAGS[name].value is None:
       raise app.UsageError(f'--{name} is required')
-  hits = search(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.index, FLAGS.text,
-                FLAGS.image, FLAGS.text_weight, FLAGS.k, FLAGS.output)
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.search'):
+    try:
+      hits = search(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.index, FLAGS.text,
+                    FLAGS.image, FLAGS.text_weight, FLAGS.k, FLAGS.output)
+    except (IndexMismatchError, ValueError) as e:  # bad index files or query
+      raise SystemExit(f'vlalign.tools.search: {e}') from None
   for h in hits:
     print(json.dumps(h))
 
