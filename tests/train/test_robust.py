@@ -155,3 +155,21 @@ def test_one_line_keeps_tracebacks_for_bugs():
   with pytest.raises(KeyError):
     with errors.one_line('vlalign'):
       raise KeyError('a bug, not bad input')
+
+
+def test_run_fingerprint_tells_checkpoints_apart():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vlalign.tools import embed, search  # pylint: disable=g-import-not-at-top
+  params = {'a': np.arange(6, dtype=np.float32).reshape(2, 3), 'b': {'c': np.ones(2)}}
+  same = {'a': np.arange(6, dtype=np.float32).reshape(2, 3), 'b': {'c': np.ones(2)}}
+  assert embed.run_fingerprint(params) == embed.run_fingerprint(same)
+  for changed in ({**params, 'a': params['a'] + 1e-6},
+                  {**params, 'a': params['a'].reshape(3, 2)},
+                  {'x': params['a'], 'b': params['b']}):
+    assert embed.run_fingerprint(changed) != embed.run_fingerprint(params)
+  meta = {'fingerprint': embed.run_fingerprint(params), 'workdir': '/w', 'step': 6}
+  search.check_same_run('idx', meta, same, '/w')
+  with pytest.raises(search.IndexMismatchError, match='exported from another run'):
+    search.check_same_run('idx', meta, {**params, 'a': params['a'] * 2}, '/w')
+  with pytest.raises(search.IndexMismatchError, match='records no run fingerprint'):
+    search.check_same_run('idx', {'step': 6}, params, '/w')
