@@ -132,6 +132,8 @@ def run_pod_kill(args, cache, tmp):
                             cwd=ROOT, env=_env(cache, {}), stderr=logs[i]) for i in range(2)]
   ids = f'{tmp}/pod/example_ids/process_0.jsonl'
   while not (os.path.exists(ids) and sum(1 for _ in open(ids)) >= 3):
+    if procs[0].poll() is not None or procs[1].poll() is not None:
+      break  # it ended early: its own message is recorded
     time.sleep(0.5)
   procs[1].kill()
   t0 = time.time()

@@ -460,6 +460,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   try:
     state, finished = _train_loop(config, workdir, state, train_step, batch_sh, it, manager,
                                   evaluator, writer, id_log, (stop, watchdog), profiler, start)
+    watchdog.close()  # the final evaluation may take longer than config.peer_timeout_s
     if not finished or evaluator is None:
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)

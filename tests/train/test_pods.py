@@ -139,7 +139,7 @@ def _start_pod(workdir, cache, logs, *overrides):
           for i in range(2)]
 
 
-def _wait_for_steps(workdir, process, steps, procs, timeout=300):
+def _wait_for_steps(workdir, process, steps, procs, timeout=900):
   """Waits until `process` has started `steps` steps (its example-id lines)."""
   path = os.path.join(workdir, 'example_ids', f'process_{process}.jsonl')
   deadline = time.time() + timeout
