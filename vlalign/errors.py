@@ -22,9 +22,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
   in modules that import JAX / TensorFlow)."""
   from vlalign import checkpoint, config_lib, workdir_lock  # pylint: disable=g-import-not-at-top
   from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
-  return (config_lib.ConfigError, DataError, checkpoint.CheckpointMismatchError,
-          checkpoint.CheckpointUnreadableError, workdir_lock.WorkdirLockedError,
-          FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError)
+  types = (config_lib.ConfigError, DataError, checkpoint.CheckpointMismatchError,
+           checkpoint.CheckpointUnreadableError, workdir_lock.WorkdirLockedError,
+           FloatingPointError, FileNotFoundError, NotADirectoryError, PermissionError)
+  tf = sys.modules.get('tensorflow')
+  if tf is not None:  # a missing or unreadable gs:// / local path read through tf.io.gfile
+    types += (tf.errors.NotFoundError, tf.errors.PermissionDeniedError)
+  return types
 
 
 def _raise_interrupted(signum, frame) -> None:
@@ -54,7 +58,7 @@ def one_line(prog: str) -> Iterator[None]:
     raise SystemExit(0) from None
   except user_errors() as e:
     message = str(e) if isinstance(e, (ValueError, RuntimeError, FloatingPointError)) else (
-        f'{type(e).__name__}: {e}')
+        f'{type(e).__name__}: {str(e).strip()}')
     raise SystemExit(f'{prog}: {message}') from None
 
 
