@@ -420,10 +420,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
   os.makedirs(workdir, exist_ok=True)
   lock = _lock_workdir(workdir)
+  refresher = workdir_lock.Refresher(lock) if lock else None
   try:
     return _train_and_evaluate(config, workdir)
   finally:
     if lock:
+      refresher.stop()
       workdir_lock.release(lock)
 
 

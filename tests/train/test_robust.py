@@ -83,6 +83,7 @@ def tiny_config():
 
 
 def test_workdir_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path, caplog):
+  caplog.set_level('WARNING')
   path = workdir_lock.acquire(str(tmp_path))
   with pytest.raises(workdir_lock.WorkdirLockedError, match=f'pid {os.getpid()} on'):
     workdir_lock.acquire(str(tmp_path))
@@ -93,12 +94,18 @@ def test_workdir_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path, 
   with open(path, 'w') as f:
     json.dump({'host': socket.gethostname(), 'pid': dead.pid, 'started': 0}, f)
   assert workdir_lock.acquire(str(tmp_path)) == path
-  assert f'took over the stale lock {path} of pid {dead.pid}' in caplog.text
+  assert f'took over the stale lock {path} of pid {dead.pid} on' in caplog.text
+  assert 'no longer running' in caplog.text
   workdir_lock.release(path)
-  with open(path, 'w') as f:  # another host: not checkable from here, so refused
+  with open(path, 'w') as f:  # another host, touched recently: it may be alive, so refused
     json.dump({'host': 'elsewhere', 'pid': 1, 'started': 0}, f)
   with pytest.raises(workdir_lock.WorkdirLockedError, match='delete the lock file'):
     workdir_lock.acquire(str(tmp_path))
+  old = time.time() - workdir_lock.STALE_S - 5  # not touched for longer: its run is gone
+  os.utime(path, (old, old))
+  assert workdir_lock.acquire(str(tmp_path)) == path
+  assert 'of pid 1 on elsewhere (not touched for' in caplog.text
+  workdir_lock.release(path)
 
 
 def test_second_run_on_a_workdir_stops_with_one_line(tmp_path, cache):
