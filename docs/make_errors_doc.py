@@ -1,5 +1,6 @@
 """Regenerates docs/ERRORS.md: runs `python -m vlalign.main` on each bad input and records the
-last line it prints (and its exit status); a few cases signal or kill the run during it. Usage: python docs/make_errors_doc.py [--keep TMP]."""
+last line it prints (and its exit status); a few cases signal or kill the run during it.
+Usage: python docs/make_errors_doc.py."""
 
 import datetime
 import json

@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from typing import Iterator
 
 LOCK_NAME = 'run.lock'
 REFRESH_S = 30.0
@@ -114,17 +113,3 @@ def release(path: str) -> None:
   if _owner(path).get('pid') == os.getpid():
     with contextlib.suppress(FileNotFoundError):
       os.remove(path)
-
-
-@contextlib.contextmanager
-def held(workdir: str, owner: bool = True) -> Iterator[None]:
-  """The lock of `workdir` for the duration of the block (taken only when `owner`: process 0
-  of a multi-process run holds it for the run)."""
-  path = acquire(workdir) if owner else None
-  refresher = Refresher(path) if path else None
-  try:
-    yield
-  finally:
-    if path:
-      refresher.stop()
-      release(path)

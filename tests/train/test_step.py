@@ -71,7 +71,8 @@ def test_non_finite_updated_parameters_are_dropped(eps, lr, bad_step):
     batch['tokens'] = np.minimum(batch['tokens'], 20)  # rows 21..49 of the token table: grad 0
     state, metrics = step(state, batch)
     assert int(state.skipped) == (i == bad_step), i
-  assert np.isfinite(float(metrics['train/loss'])) and np.isfinite(float(metrics['train/grad_norm']))
+  assert np.isfinite(float(metrics['train/loss']))
+  assert np.isfinite(float(metrics['train/grad_norm']))
   after = jax.device_get((state.params, state.opt_state))
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
