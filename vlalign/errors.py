@@ -31,19 +31,40 @@ def user_errors() -> tuple[type[BaseException], ...]:
   return types
 
 
-def _raise_interrupted(signum, frame) -> None:
+_pending = []  # the name of a signal received during setup
+
+
+def _record(signum, frame) -> None:
+  """Setup's handler: records the signal (raising here could land inside any library's broad
+  `except`, e.g. logging's); a second one ends the process at once with one line."""
   del frame
-  raise SetupInterrupted(signal.Signals(signum).name)
+  name = signal.Signals(signum).name
+  if _pending:
+    os.write(2, f'vlalign: second {name} during setup: exiting at once\n'.encode())
+    os._exit(1)  # pylint: disable=protected-access
+  _pending.append(name)
 
 
 def handle_setup_signals() -> None:
-  """SIGTERM / SIGINT during setup (imports, validation, data checks, restore, compilation)
-  raise SetupInterrupted; the train loop installs its own handler, which checkpoints."""
+  """SIGTERM / SIGINT during setup (imports, validation, data checks, restore) are recorded and
+  raised as SetupInterrupted at the next `check_interrupted`; the train loop installs its own
+  handler, which checkpoints."""
   for sig in (signal.SIGTERM, signal.SIGINT):
     try:
-      signal.signal(sig, _raise_interrupted)
+      signal.signal(sig, _record)
     except ValueError:  # not the main thread
       pass
+
+
+def pending_signal() -> str:
+  """The signal recorded during setup ('' when none): the train loop starts with it pending."""
+  return _pending[0] if _pending else ''
+
+
+def check_interrupted() -> None:
+  """SetupInterrupted when a signal arrived during setup (called between setup stages)."""
+  if _pending:
+    raise SetupInterrupted(_pending[0])
 
 
 @contextlib.contextmanager

@@ -76,11 +76,13 @@ def main(argv) -> None:
 
 
 def _run() -> None:
-  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
+  from vlalign import config_lib, errors  # pylint: disable=g-import-not-at-top
   # Fails in seconds with one line naming the field, before TF, devices or the workdir.
   config_lib.validate(FLAGS.config)
+  errors.check_interrupted()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
+  errors.check_interrupted()
   _maybe_init_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:  # process 0 reports; the others speak up only for warnings

@@ -27,6 +27,8 @@ import time
 import jax
 from jax.experimental import multihost_utils
 
+from vlalign import errors
+
 
 def _client():
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
@@ -38,7 +40,7 @@ class StopSignal:
   by every process of a multi-process run (see the module doc)."""
 
   def __init__(self):
-    self.requested = ''
+    self.requested = errors.pending_signal()  # one that came after setup's last check
     self._old = {}
     self._multi = jax.process_count() > 1 and _client() is not None
     # In a multi-process run SIGTERM stays with JAX's preemption notifier.

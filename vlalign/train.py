@@ -436,11 +436,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
+  errors.check_interrupted()  # a signal during setup: one line, nothing to save
   tokenizer = make_tokenizer(paths['vocab'], config.data.max_len)
   model = two_tower.build_model(config.model, tokenizer.vocab_size, config.data.max_len)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps)
   state, shardings = init_state(config, model, tx, mesh)
   manager, state, data_state = _restore(config, workdir, state, shardings)
+  errors.check_interrupted()
   start = int(jax.device_get(state.step))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('model has %s parameters; training steps %d..%d', f'{n_params:,}', start,
@@ -455,6 +457,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   if evaluator is None:
     logging.info('held-out evaluation is off (config.evals.heldout)')
   id_log = _IdLog(workdir, config.debug.record_example_ids)
+  errors.check_interrupted()
   writer = metrics_lib.make_writer(workdir)
   stop = preemption.StopSignal()
   watchdog = preemption.PeerWatchdog(config.peer_timeout_s, workdir)
