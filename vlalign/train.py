@@ -277,7 +277,7 @@ def _data_state(saved: dict, config) -> pipeline.DataState:
   """This host's data state from a checkpoint's data item; CheckpointMismatchError when the
   run cannot continue the saved streams exactly."""
   n = len(config.data.sources)
-  need = ('position',) if 'hosts' not in saved else (
+  need = ('position',) if 'version' not in saved else (  # the first format had no version
       'sources', 'mixing', 'host_split', 'process_count', 'hosts')
   missing = [k for k in need if k not in saved]
   if missing:
