@@ -71,6 +71,16 @@ class StopSignal:
       signal.signal(sig, handler)
 
 
+def align_processes(name: str, timeout_s: float) -> None:
+  """Multi-process runs: waits at a coordination-service barrier (not a device collective) until
+  every process arrives, so that the first collective of a newly compiled step starts on all of
+  them together (gloo sets up its connections with a 30 s deadline; processes that compiled at
+  different speeds on a loaded host would miss it)."""
+  client = _client()
+  if jax.process_count() > 1 and client is not None:
+    client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
 class PeerWatchdog:
   """Multi-process runs: ends the process with one line and exit status 1 when no step has
   completed for `timeout_s` seconds (a peer died or hangs: the collectives would wait for ever).
