@@ -99,8 +99,9 @@ class PeerWatchdog:
       self._thread.start()
 
   def beat(self, step: int) -> None:
-    """Marks progress: `step` completed on this host."""
-    self._last, self._step = time.monotonic(), step
+    """Marks progress: `step` completed on this host (-1: restarts the clock, keeps the step)."""
+    self._last = time.monotonic()
+    self._step = step if step >= 0 else self._step
 
   def _watch(self) -> None:
     while not self._done.wait(min(1.0, self.timeout_s / 10)):

@@ -470,12 +470,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
+    watchdog.beat(-1)  # armed through the cleanup: a save waiting on a dead peer must end too
     it.close()
     id_log.close()
     profiler.close()
     stop.restore()
-    watchdog.close()
     manager.wait_until_finished()
+    watchdog.close()
     writer.close()
 
 
