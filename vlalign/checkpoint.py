@@ -2,7 +2,7 @@
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -12,14 +12,17 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint in the workdir does not fit the state the config builds."""
 
 
-def make_manager(directory: str, *, save_every: int, keep: int) -> ocp.CheckpointManager:
-  """CheckpointManager saving every `save_every` steps and keeping the newest `keep`.
+def make_manager(directory: str, *, save_every: int, keep: int | None) -> ocp.CheckpointManager:
+  """CheckpointManager saving every `save_every` steps and keeping the newest `keep` (0 or
+  None: every checkpoint; config.keep_checkpoints).
 
   Orbax writes each step into a temporary directory and renames it when complete, so a run
   killed mid-save leaves no half checkpoint that looks finished.
   """
-  options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=keep,
-                                         create=True)
+  if keep is not None and (keep < 0 or save_every < 1):
+    raise ValueError(f'keep={keep} must be >= 0 and save_every={save_every} >= 1')
+  options = ocp.CheckpointManagerOptions(save_interval_steps=save_every,
+                                         max_to_keep=keep or None, create=True)
   return ocp.CheckpointManager(directory, options=options, item_names=('state', 'data'))
 
 
@@ -28,6 +31,13 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: d
   """Saves state and data position at `step` (if the interval says so, or `force`)."""
   return manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)), force=force)
+
+
+def saved_steps(manager: ocp.CheckpointManager) -> list[int]:
+  """The finished checkpoints on disk, once pending saves are complete (what a log can claim)."""
+  manager.wait_until_finished()
+  manager.reload()
+  return sorted(manager.all_steps())
 
 
 def _key(k) -> str:
@@ -99,10 +109,20 @@ def _mismatch_error(step_dir: str, diffs: list[str]) -> CheckpointMismatchError:
       f'({len(diffs)} differences); use a new --workdir or the config that wrote it:\n  {shown}')
 
 
-def restore_latest(manager: ocp.CheckpointManager,
-                   abstract_state: Any) -> tuple[int, Any, dict] | None:
+def _restore_parsed(manager, step: int, abstract_state: Any, parse_data: Callable | None):
+  """restore_step, with the data item passed through `parse_data` (its errors other than
+  CheckpointMismatchError mean a damaged data item)."""
+  state, data = restore_step(manager, step, abstract_state)
+  return state, (parse_data(data) if parse_data else data)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
+                   parse_data: Callable[[dict], Any] | None = None
+                   ) -> tuple[int, Any, Any] | None:
   """(step, state placed like `abstract_state`, data position) of the newest readable
-  checkpoint, or None when there is none.
+  checkpoint, or None when there is none. `parse_data` turns the data item into what the
+  caller needs (returned in its place); a data item it cannot parse (keys missing, wrong
+  shapes) counts as unreadable, a CheckpointMismatchError it raises stops the restore.
 
   When the newest checkpoint does not read (damaged, or half-written by something other than
   orbax's atomic rename) and the one before it does, the newest is renamed to
@@ -116,7 +136,9 @@ def restore_latest(manager: ocp.CheckpointManager,
     step_dir = os.path.join(str(manager.directory), str(step))
     logging.info('Restoring checkpoint from step %d in %s', step, manager.directory)
     try:
-      state, data = restore_step(manager, step, abstract_state)
+      state, data = _restore_parsed(manager, step, abstract_state, parse_data)
+    except CheckpointMismatchError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       diffs = _mismatch_or_none(step_dir, abstract_state)
       if diffs:

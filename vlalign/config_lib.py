@@ -218,8 +218,8 @@ def base_config() -> ml_collections.ConfigDict:
       'batch_axes': ('data',),
       # (regex over '/'-joined parameter paths, PartitionSpec entries); unmatched -> replicated.
       'partition_rules': (),
-      # On a non-finite loss or gradient the update is always dropped; 'stop' then ends the
-      # run with an error, 'skip' goes on and counts it (train/skipped_steps).
+      # On a non-finite loss, gradient or updated state the update is always dropped; 'stop'
+      # then ends the run with an error, 'skip' goes on and counts it (train/skipped_steps).
       'nan_policy': 'stop',
       'log_every': 25,
       # MFU (train/mfu) needs the peak FLOP/s of one device: this value, or 0 for the built-in
@@ -229,8 +229,15 @@ def base_config() -> ml_collections.ConfigDict:
       # (0: off).
       'profile': {'start_step': 0, 'num_steps': 3},
       'checkpoint_every': 200,
+      # Newest checkpoints kept; 0 keeps every checkpoint.
       'keep_checkpoints': 3,
       'eval_every': 0,
+      # A resumed run refuses a changed seed or data.global_batch (its streams and schedule
+      # would silently differ from the run it continues) unless this is True.
+      'resume_allow_changes': False,
+      # Multi-process runs: the seconds a process waits for its peers at the per-step agreement
+      # on stopping (preemption) before it gives up with one line (a peer died or hangs).
+      'peer_timeout_s': 300,
       # Fault injection for testing the guards: the loss (and so every gradient) is NaN at
       # these 1-based steps.
       # record_example_ids: each step's example ids per host into
@@ -291,11 +298,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   section by section in a fixed order: run length, data, model, loss and optimizer, runtime
   (partitioning, mesh, NaN policy, profiling), evaluations, accumulation and mixup, views,
   method."""
-  _check(isinstance(config.total_steps, int) and config.total_steps > 0, 'total_steps',
-         f'must be a positive int, got {config.total_steps!r}')
-  _check(0 <= config.stop_at_step <= config.total_steps, 'stop_at_step',
-         f'{config.stop_at_step} is not within [0, total_steps={config.total_steps}]')
+  _validate_run_length(config)
   _validate_data(config)
+  _validate_data_sizes(config.data)
   _validate_model(config.model, config.data)
   _validate_init_from(config.model)
   _validate_loss_and_optimizer(config)
@@ -304,6 +309,74 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _validate_accumulation(config)
   _validate_views(config.data.views)
   _validate_method(config)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(value: Any, field: str, low: int) -> None:
+  """An int >= low (the field is named in the error)."""
+  _check(_is_int(value) and value >= low, field, f'must be an int >= {low}, got {value!r}')
+
+
+def _check_range(value: Any, field: str, low: float, high: float, high_open: bool = True) -> None:
+  """A finite number in [low, high) (or [low, high])."""
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value and
+        (value < high if high_open else value <= high))
+  _check(ok, field, f'must be in [{low}, {high}{")" if high_open else "]"}, got {value!r}')
+
+
+def _validate_run_length(config: ml_collections.ConfigDict) -> None:
+  """Run length, logging, checkpointing and resume fields."""
+  _check(_is_int(config.total_steps) and config.total_steps > 0, 'total_steps',
+         f'must be a positive int, got {config.total_steps!r}')
+  _check(_is_int(config.stop_at_step) and 0 <= config.stop_at_step <= config.total_steps,
+         'stop_at_step', f'{config.stop_at_step} is not within [0, total_steps='
+         f'{config.total_steps}]')
+  _check(_is_int(config.seed) and 0 <= config.seed < 2**32, 'seed',
+         f'must be an int in [0, 2**32), got {config.seed!r}')
+  _check_int(config.log_every, 'log_every', 1)
+  _check_int(config.checkpoint_every, 'checkpoint_every', 1)
+  _check(_is_int(config.keep_checkpoints) and config.keep_checkpoints >= 0, 'keep_checkpoints',
+         f'must be an int >= 0 (0 keeps every checkpoint), got {config.keep_checkpoints!r}')
+  _check_int(config.eval_every, 'eval_every', 0)
+  _check(isinstance(config.resume_allow_changes, bool), 'resume_allow_changes',
+         'must be True or False')
+  _check(isinstance(config.peer_timeout_s, (int, float)) and config.peer_timeout_s > 0,
+         'peer_timeout_s', f'must be a positive number of seconds, got {config.peer_timeout_s!r}')
+  for s in config.debug.nan_loss_at_steps:
+    _check_int(s, 'debug.nan_loss_at_steps', 1)
+  _check(isinstance(config.debug.record_example_ids, bool), 'debug.record_example_ids',
+         'must be True or False')
+
+
+def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
+  """The data fields that size arrays, buffers and the generated embedded set."""
+  _check_int(d.image_size, 'data.image_size', 1)
+  _check_int(d.resize_size, 'data.resize_size', 1)
+  _check_int(d.max_len, 'data.max_len', 3)
+  _check_int(d.eval_batch, 'data.eval_batch', 1)
+  _check_int(d.shuffle_buffer, 'data.shuffle_buffer', 1)
+  _check_int(d.prefetch, 'data.prefetch', 0)
+  for name in ('random_crop', 'flip'):
+    _check(isinstance(d[name], bool), f'data.{name}', f'must be True or False, got {d[name]!r}')
+  e = d.embedded
+  _check_int(e.seed, 'data.embedded.seed', 0)
+  _check(len(e.train_sizes) > 0, 'data.embedded.train_sizes', 'must name at least one split')
+  for name, size in e.train_sizes.items():
+    _check_int(size, f'data.embedded.train_sizes.{name}', 1)
+  _check_int(e.heldout_size, 'data.embedded.heldout_size', 1)
+  _check_range(e.noise_fraction, 'data.embedded.noise_fraction', 0.0, 1.0)
+  _check_int(e.num_shards, 'data.embedded.num_shards', 1)
+  _check_int(e.vocab_size, 'data.embedded.vocab_size', 6)  # 5 reserved tokens and a word
+
+
+def validate_model(config: ml_collections.ConfigDict) -> None:
+  """The checks of `validate` that the model's shapes depend on (tools that only build the
+  model, e.g. tools/summary on a paper config without data)."""
+  _validate_data_sizes(config.data)
+  _validate_model(config.model, config.data)
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -382,10 +455,43 @@ def _validate_tokenizer(config: ml_collections.ConfigDict) -> None:
          'no mask token; name one that is in the vocabulary')
 
 
+# Tower fields that count something (>= 1); BERT's 0 takes its `size` preset's value.
+_TOWER_COUNTS = ('patch', 'width', 'depth', 'num_heads', 'output_dim')
+_HEADS_DIVIDE_WIDTH = ('vit', 'clip_vit', 'transformer', 'clip_text', 'bert')
+
+
+def _validate_tower(t: ml_collections.ConfigDict, field: str) -> None:
+  """Sizes, ratios and dropout rates of one tower's fields (those it has)."""
+  low = 0 if t.name == 'bert' else 1
+  for name in _TOWER_COUNTS:
+    if name in t:
+      _check_int(t[name], f'{field}.{name}', low)
+  if 'layers' in t:
+    _check(len(t.layers) > 0 and all(_is_int(n) and n >= 1 for n in t.layers),
+           f'{field}.layers', f'must be block counts >= 1, got {tuple(t.layers)!r}')
+  if 'mlp_ratio' in t:
+    _check(t.mlp_ratio > 0, f'{field}.mlp_ratio', f'must be positive, got {t.mlp_ratio!r}')
+  if 'dropout' in t and not (t.name == 'efficientnet' and t.dropout == -1):
+    _check_range(t.dropout, f'{field}.dropout', 0.0, 1.0)
+  if 'drop_path_rate' in t:
+    _check_range(t.drop_path_rate, f'{field}.drop_path_rate', 0.0, 1.0)
+  for name in ('width_coefficient', 'depth_coefficient'):
+    if name in t:
+      _check(t[name] >= 0, f'{field}.{name}', f'must be >= 0 (0: the variant\'s), got {t[name]!r}')
+  if t.name in _HEADS_DIVIDE_WIDTH and t.get('width') and t.get('num_heads'):
+    _check(t.width % t.num_heads == 0, f'{field}.num_heads',
+           f'{t.num_heads} does not divide {field}.width={t.width}')
+
+
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
   _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
   _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
+  _validate_tower(m.image, 'model.image')
+  _validate_tower(m.text, 'model.text')
+  _check_int(m.embed_dim, 'model.embed_dim', 1)
+  for name in ('learn_temperature', 'remat'):
+    _check(isinstance(m[name], bool), f'model.{name}', f'must be True or False, got {m[name]!r}')
   if m.image.name in ('vit', 'clip_vit'):
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
@@ -463,7 +569,15 @@ def _validate_loss_and_optimizer(config: ml_collections.ConfigDict) -> None:
   _check_choice(o.decay, 'optimizer.decay', DECAYS)
   _check(0 <= o.warmup_steps <= config.total_steps, 'optimizer.warmup_steps',
          f'{o.warmup_steps} is not within [0, total_steps={config.total_steps}]')
-  _check(o.lr > 0, 'optimizer.lr', 'must be positive')
+  _check(0 < o.lr < float('inf'), 'optimizer.lr', f'must be positive and finite, got {o.lr!r}')
+  _check_int(o.warmup_steps, 'optimizer.warmup_steps', 0)
+  _check_range(o.end_lr_factor, 'optimizer.end_lr_factor', 0.0, 1.0, high_open=False)
+  _check_range(o.weight_decay, 'optimizer.weight_decay', 0.0, float('inf'))
+  for name in ('b1', 'b2'):
+    _check_range(o[name], f'optimizer.{name}', 0.0, 1.0)
+  # eps = 0 divides 0 by 0 for a parameter whose gradient is 0 (adam's m / (sqrt(v) + eps)).
+  _check(0 < o.eps < 1, 'optimizer.eps', f'must be in (0, 1), got {o.eps!r}')
+  _check_range(o.grad_clip, 'optimizer.grad_clip', 0.0, float('inf'))
   _validate_log_scale_range(o.log_scale_range)
 
 
@@ -479,12 +593,16 @@ def _validate_runtime(config: ml_collections.ConfigDict) -> None:
       re.compile(rule[0])
     except re.error as e:
       raise ConfigError(f'config.partition_rules[{i}]: bad regex {rule[0]!r}: {e}') from e
+  for axis, size in config.mesh.items():
+    _check(_is_int(size) and (size == -1 or size >= 1), f'mesh.{axis}',
+           f'must be -1 (the remaining devices) or an int >= 1, got {size!r}')
+  _check(len(config.batch_axes) > 0, 'batch_axes', 'must name at least one mesh axis')
   for axis in config.batch_axes:
     _check(axis in config.mesh, 'batch_axes', f'axis {axis!r} is not in config.mesh')
   _check_choice(config.nan_policy, 'nan_policy', ('stop', 'skip'))
   _check(config.peak_flops_per_device >= 0, 'peak_flops_per_device', 'must be >= 0 (0: table)')
-  _check(config.profile.start_step >= 0, 'profile.start_step', 'must be >= 0 (0: off)')
-  _check(config.profile.num_steps >= 1, 'profile.num_steps', 'must be >= 1')
+  _check_int(config.profile.start_step, 'profile.start_step', 0)
+  _check_int(config.profile.num_steps, 'profile.num_steps', 1)
 
 
 def _validate_evals(evals: ml_collections.ConfigDict) -> None:
@@ -512,6 +630,8 @@ def _validate_evals(evals: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.{field}.source: {e}') from e
   for name in evals.zeroshot:
     _check_choice(name, 'evals.zeroshot', ('color', 'shape', 'size'))
+  for name in ('heldout', 'retrieval'):
+    _check(isinstance(evals[name], bool), f'evals.{name}', 'must be True or False')
 
 
 def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
@@ -525,6 +645,8 @@ def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
   _check(not config.mixup.enabled or config.method.name == 'clip', 'mixup.enabled',
          f'mixup works with method "clip" (the config.loss objective), not '
          f'{config.method.name!r}')
+  _check(isinstance(config.grad_accum.unroll, bool), 'grad_accum.unroll', 'must be True or False')
+  _check(isinstance(config.mixup.enabled, bool), 'mixup.enabled', 'must be True or False')
   _check(config.mixup.beta > 0, 'mixup.beta', f'must be positive, got {config.mixup.beta!r}')
   _check_choice(config.mixup.partner, 'mixup.partner', ('micro_batch', 'device'))
   _check(d.global_batch % g == 0, 'grad_accum.micro_batches',
@@ -544,9 +666,33 @@ def _validate_views(v: ml_collections.ConfigDict) -> None:
   _check(0 < v.eda_alpha < 1, 'data.views.eda_alpha', f'must be in (0, 1), got {v.eda_alpha!r}')
 
 
+def _validate_method_ranges(me: ml_collections.ConfigDict) -> None:
+  """Each method field's own range, whichever method runs (cross-field checks come with it)."""
+  _check_range(me.momentum, 'method.momentum', 0.0, 1.0)
+  _check_range(me.alpha, 'method.alpha', 0.0, 1.0, high_open=False)
+  for name in ('temperature', 'max_logit_scale'):
+    _check(me[name] > 0, f'method.{name}', f'must be positive, got {me[name]!r}')
+  for name in ('queue_size', 'bank_size', 'projector_dim', 'predictor_dim', 'concepts_sample'):
+    _check_int(me[name], f'method.{name}', 1)
+  _check_int(me.distill_ramp_steps, 'method.distill_ramp_steps', 0)
+  _check_int(me.concepts_len, 'method.concepts_len', 3)
+  for name in ('hier_weight', 'mim_weight'):
+    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
+  for name, value in me.weights.items():
+    _check(value >= 0, f'method.weights.{name}', f'must be >= 0, got {value!r}')
+  _check(0 < me.mask_ratio < 1, 'method.mask_ratio', f'must be in (0, 1), got {me.mask_ratio!r}')
+  for part in ('decoder', 'concepts_encoder'):
+    for name in ('width', 'depth', 'num_heads'):
+      _check_int(me[part][name], f'method.{part}.{name}', 1)
+  for i, pair in enumerate(me.levels):
+    _check(len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair), f'method.levels[{i}]',
+           f'must be (vit_block, text_layer), 1-based, got {pair!r}')
+
+
 def _validate_method(config: ml_collections.ConfigDict) -> None:
   me, batch = config.method, config.data.global_batch
   _check_choice(me.name, 'method.name', METHODS)
+  _validate_method_ranges(me)
   if me.name == 'brivl':
     _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
     _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,

@@ -53,24 +53,39 @@ def _maybe_init_distributed() -> None:
       raise SystemExit('vlalign: --num_processes > 1 needs --coordinator=host:port and '
                        '--process_id')
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                               heartbeat_timeout_seconds=_heartbeat_s())
   elif (env := _cluster_env()) is not None:
     logging.info('multi-process %s environment detected: jax.distributed.initialize()', env)
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=_heartbeat_s())
+
+
+def _heartbeat_s() -> int:
+  """JAX's own peer heartbeat bound, kept above config.peer_timeout_s so that vlalign's
+  one-line message (preemption.PeerWatchdog) comes first."""
+  return int(max(100, FLAGS.config.peer_timeout_s + 60))
 
 
 def main(argv) -> None:
+  """Validates the config, then trains; user-facing errors end as one line (vlalign.errors)."""
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  errors.handle_setup_signals()  # from here on a SIGTERM says so in one line
   for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
     handler.addFilter(_QuietLibraries())
-  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
-  try:  # fail in seconds with one line naming the field, before TF, devices or the workdir
-    config_lib.validate(FLAGS.config)
-  except config_lib.ConfigError as e:
-    raise SystemExit(f'vlalign: {e}') from None
+  with errors.one_line('vlalign'):
+    _run()
+
+
+def _run() -> None:
+  from vlalign import config_lib, errors  # pylint: disable=g-import-not-at-top
+  # Fails in seconds with one line naming the field, before TF, devices or the workdir.
+  config_lib.validate(FLAGS.config)
+  errors.check_interrupted()
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')  # keep tf.data on the CPU
+  errors.check_interrupted()
   _maybe_init_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:  # process 0 reports; the others speak up only for warnings
@@ -80,15 +95,7 @@ def main(argv) -> None:
   workdir = os.path.abspath(FLAGS.workdir or os.path.join('workdirs', name))
   os.makedirs(workdir, exist_ok=True)
   logging.info('config %s, workdir %s', FLAGS['config'].config_filename, workdir)
-  from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
-  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
-  from vlalign.weights.common import WeightsError  # pylint: disable=g-import-not-at-top
-  try:
-    train.train_and_evaluate(FLAGS.config, workdir)
-  except (FloatingPointError, checkpoint.CheckpointMismatchError,
-          checkpoint.CheckpointUnreadableError, config_lib.ConfigError, DataError,
-          WeightsError) as e:
-    raise SystemExit(f'vlalign: {e}') from None
+  train.train_and_evaluate(FLAGS.config, workdir)
 
 
 if __name__ == '__main__':

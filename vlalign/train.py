@@ -2,7 +2,6 @@
 
 import json
 import logging
-import signal
 import os
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from vlalign import checkpoint, config_lib, metrics_lib, optim, parallel, perf
+from vlalign import checkpoint, config_lib, errors, metrics_lib, optim, parallel, perf
+from vlalign import preemption, workdir_lock
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import filters, pipeline
 from vlalign.data import sources as sources_lib
@@ -37,7 +37,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jnp.ndarray
-  skipped: jnp.ndarray  # number of updates dropped because loss or gradients were not finite
+  skipped: jnp.ndarray  # updates dropped: loss, gradients or the updated state not finite
   model_state: Any  # non-trainable model variables (batch-norm statistics); {} for most towers
   # A method's state beyond the parameters (vlalign/methods): key queues, the nearest-neighbour
   # bank, momentum (EMA) parameters; {} for 'clip'.
@@ -58,6 +58,10 @@ def prepare_data(config: ml_collections.ConfigDict) -> dict:
         os.path.join(d.cache_dir, 'embedded'), seed=e.seed, train_sizes=dict(e.train_sizes),
         heldout_size=e.heldout_size, noise_fraction=e.noise_fraction, num_shards=e.num_shards,
         vocab_size=e.vocab_size)
+  for spec in d.sources:
+    kind, arg = sources_lib.parse_spec(spec)
+    if kind == 'tfds':  # one line for an unknown or unprepared TFDS dataset
+      errors.check_tfds(arg.rpartition(':')[0], d.tfds_data_dir, f'config.data.sources: {spec!r}')
   srcs = [sources_lib.resolve(spec, d, embedded) for spec in d.sources]
   return {'sources': srcs, 'vocab': tokenizers_lib.vocab_path(d) or embedded['vocab'],
           'heldout': embedded['heldout'] if config.evals.heldout else ''}
@@ -135,6 +139,13 @@ def _pretrained(config, abstract: TrainState, shardings: TrainState) -> dict:
   return {k: jax.device_put(np.asarray(v, dtypes[k].dtype), places[k]) for k, v in loaded.items()}
 
 
+def all_finite(tree: Any) -> jnp.ndarray:
+  """True when every floating-point leaf of `tree` is finite (a scalar bool; jit-friendly)."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   loss_cfg = config.loss
@@ -188,9 +199,11 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient never reaches the parameters: the update is dropped and
-    # counted; the host then stops or continues according to config.nan_policy.
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # A non-finite loss, gradient or updated state (parameters, optimizer moments, method
+    # state: eps=0's 0/0, an lr that overflows) never reaches the state: the update is dropped
+    # and counted; the host then stops or continues according to config.nan_policy.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
+              all_finite((params, opt_state, model_state, extra)))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
     model_state, extra = keep(model_state, state.model_state), keep(extra, state.extra)
@@ -222,35 +235,12 @@ def _abstract(state, shardings):
                       state, shardings)
 
 
-class _StopSignal:
-  """Turns SIGTERM / SIGINT into a request to finish the step, checkpoint and exit."""
-
-  def __init__(self):
-    self.requested = ''
-    self._old = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread (e.g. an embedding application)
-        pass
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested:  # a second signal: stop at once
-      raise KeyboardInterrupt
-    self.requested = signal.Signals(signum).name
-
-  def restore(self) -> None:
-    for sig, handler in self._old.items():
-      signal.signal(sig, handler)
-
-
 def _check_finite(state: TrainState, step: int, policy: str, seen: int) -> int:
   """Number of skipped updates so far; raises under policy 'stop' when it grew."""
   skipped = int(jax.device_get(state.skipped))
   if skipped > seen:
-    msg = (f'non-finite loss or gradient: {skipped} update(s) dropped by step {step}; '
-           f'parameters and checkpoints hold only finite updates')
+    msg = (f'non-finite loss, gradient or updated state: {skipped} update(s) dropped by step '
+           f'{step}; parameters and checkpoints hold only finite updates')
     if policy == 'stop':
       raise FloatingPointError(msg + '; stopping (config.nan_policy="stop"; "skip" continues)')
     logging.warning('%s (config.nan_policy="skip")', msg)
@@ -310,13 +300,34 @@ def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
   rows = _gather_hosts(it.state().to_vector())
   return {'version': 2, 'sources': list(config.data.sources), 'mixing': config.data.mixing,
           'host_split': config.data.host_split, 'process_count': jax.process_count(),
-          'hosts': rows.tolist()}
+          'hosts': rows.tolist(), 'seed': config.seed,
+          'global_batch': config.data.global_batch}
+
+
+def _check_resume_settings(saved: dict, config) -> None:
+  """Refuses (ConfigError naming the field) a resume whose seed or global batch differs from
+  the checkpoint's, unless config.resume_allow_changes; older checkpoints do not record them."""
+  for key, field, now in (('seed', 'seed', config.seed),
+                          ('global_batch', 'data.global_batch', config.data.global_batch)):
+    if key not in saved or saved[key] == now:
+      continue
+    if not config.resume_allow_changes:
+      raise config_lib.ConfigError(
+          f'config.{field}: {now!r} differs from the checkpoint\'s {saved[key]!r}; resume with '
+          f'the same value, or set config.resume_allow_changes=True to continue with the change')
+    logging.warning('config.%s changed from %r to %r on resume (config.resume_allow_changes)',
+                    field, saved[key], now)
 
 
 def _data_state(saved: dict, config) -> pipeline.DataState:
   """This host's data state from a checkpoint's data item; CheckpointMismatchError when the
   run cannot continue the saved streams exactly."""
   n = len(config.data.sources)
+  need = ('position',) if 'version' not in saved else (  # the first format had no version
+      'sources', 'mixing', 'host_split', 'process_count', 'hosts')
+  missing = [k for k in need if k not in saved]
+  if missing:
+    raise ValueError(f'the data item lacks {missing}')
   if 'hosts' not in saved:  # the first format: one stream position shared by every host
     if n != 1:
       raise checkpoint.CheckpointMismatchError(
@@ -346,10 +357,11 @@ def _restore(config, workdir, state, shardings):
                                     save_every=config.checkpoint_every,
                                     keep=config.keep_checkpoints)
   data_state = None
-  restored = checkpoint.restore_latest(manager, _abstract(state, shardings))
+  restored = checkpoint.restore_latest(manager, _abstract(state, shardings),
+                                       lambda saved: (saved, _data_state(saved, config)))
   if restored:
-    step0, state, saved = restored
-    data_state = _data_state(saved, config)
+    step0, state, (saved, data_state) = restored
+    _check_resume_settings(saved, config)
     logging.info('Resumed from checkpoint at step %d (data positions %s)', step0,
                  data_state.positions)
   return manager, state, data_state
@@ -435,11 +447,42 @@ def _check_batch_split(config: ml_collections.ConfigDict, mesh) -> None:
         f'the {per_shard} rows each batch shard holds (data.global_batch / batch shards)')
 
 
+def _lock_workdir(workdir: str) -> str | None:
+  """Process 0 takes the workdir lock (workdir_lock); every process stops with
+  WorkdirLockedError when it could not. Returns the lock path on process 0."""
+  path, error = None, ''
+  if jax.process_index() == 0:
+    try:
+      path = workdir_lock.acquire(workdir)
+    except workdir_lock.WorkdirLockedError as e:
+      error = str(e)
+  if jax.process_count() > 1:
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(bool(error))))
+    if failed and not error:
+      error = f'process 0 could not take the lock of workdir {workdir} (another run uses it)'
+  if error:
+    raise workdir_lock.WorkdirLockedError(error)
+  return path
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains to `config.total_steps` in `workdir`, resuming from its newest checkpoint; returns
-  the final held-out metrics ({} when stopped early by config.stop_at_step)."""
+  the final held-out metrics ({} when stopped early by config.stop_at_step). One run per
+  workdir: a second stops with WorkdirLockedError."""
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+  os.makedirs(workdir, exist_ok=True)
+  lock = _lock_workdir(workdir)
+  refresher = workdir_lock.Refresher(lock) if lock else None
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    if lock:
+      refresher.stop()
+      workdir_lock.release(lock)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if jax.process_index() == 0:  # the resolved config: evaluate, tools and inference read it
     config_lib.save_json(config, os.path.join(workdir, 'config.json'))
   mesh = parallel.make_mesh(config.mesh)
@@ -448,6 +491,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                jax.process_count())
   paths = prepare_data(config)
   concepts = _concepts(config)  # before anything compiles: a missing file fails here
+  errors.check_interrupted()  # a signal during setup: one line, nothing to save
   tokenizer = make_tokenizer(config, paths['vocab'])
   model = build_model(config, tokenizer)
   tx, lr_fn = optim.make_optimizer(config.optimizer, config.total_steps,
@@ -456,6 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, shardings = init_state(config, model, tx, mesh,
                                 load_weights=not _has_checkpoint(workdir))
   manager, state, data_state = _restore(config, workdir, state, shardings)
+  errors.check_interrupted()
   start = int(jax.device_get(state.step))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('model has %s parameters; training steps %d..%d', f'{n_params:,}', start,
@@ -470,29 +515,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if evaluator is None:
     logging.info('held-out evaluation is off (config.evals.heldout)')
   id_log = _IdLog(workdir, config.debug.record_example_ids)
+  errors.check_interrupted()
   writer = metrics_lib.make_writer(workdir)
-  stop = _StopSignal()
+  stop = preemption.StopSignal()
+  watchdog = preemption.PeerWatchdog(config.peer_timeout_s, workdir)
   profiler = perf.Profiler(workdir, config.profile.start_step, config.profile.num_steps)
   try:
     state, finished = _train_loop(config, workdir, state, train_step, batch_sh, it, manager,
-                                  evaluator, writer, id_log, stop, profiler, start)
+                                  evaluator, writer, id_log, (stop, watchdog), profiler, start)
+    watchdog.close()  # the final evaluation may take longer than config.peer_timeout_s
     if not finished or evaluator is None:
       return {}
     return _evaluate(evaluator, state, writer, workdir, config.total_steps)
   finally:
+    watchdog.beat(-1)  # armed through the cleanup: a save waiting on a dead peer must end too
     it.close()
     id_log.close()
     profiler.close()
     stop.restore()
     manager.wait_until_finished()
+    watchdog.close()
     writer.close()
 
 
+def _report_stop(manager, requested: str, step: int) -> None:
+  """Logs the stop on a signal, after checking the checkpoint of `step` is on disk (the log
+  claims only what exists)."""
+  if step in checkpoint.saved_steps(manager):
+    logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
+                    'command again to resume.', requested, step)
+  else:
+    logging.error('%s received at step %d, but its checkpoint is not in %s; exiting.',
+                  requested, step, manager.directory)
+
+
 def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evaluator, writer,
-                id_log, stop, profiler, start) -> tuple[TrainState, bool]:
+                id_log, guards, profiler, start) -> tuple[TrainState, bool]:
   """Steps start+1 .. (config.stop_at_step or total_steps): logs, checks for non-finite
   updates, checkpoints, evaluates every config.eval_every. Returns (state, finished): finished
-  is False when a signal or config.stop_at_step ended the run before total_steps."""
+  is False when a signal or config.stop_at_step ended the run before total_steps. `guards`:
+  (preemption.StopSignal, preemption.PeerWatchdog)."""
+  stop, watchdog = guards
   progress = metrics_lib.Progress(config.total_steps, start)
   last = config.stop_at_step or config.total_steps
   skipped = int(jax.device_get(state.skipped))
@@ -514,10 +577,11 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
       compiled = train_step.lower(state, batch).compile()
       flops_per_step = perf.compiled_flops(compiled)
       logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
+      preemption.align_processes(f'vlalign_compiled_{start}', config.peer_timeout_s)
     profiler.before_step(step)
     state, metrics = compiled(state, batch)
     profiler.after_step(step, state)
-    requested = stop.requested  # read once: a signal may land during this iteration
+    requested = stop.should_stop(step)  # read once (the same step on every process)
     stopping = bool(requested) or step == last
     if step % config.log_every == 0 or stopping or manager.should_save(step):
       skipped = _check_finite(state, step, config.nan_policy, skipped)
@@ -527,12 +591,12 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
     if stopping or manager.should_save(step):
       checkpoint.save(manager, step, state, _data_checkpoint(it, config), force=stopping)
     if requested:
-      logging.warning('%s received: saved a checkpoint at step %d; exiting. Start the same '
-                      'command again to resume.', requested, step)
+      _report_stop(manager, requested, step)
       return state, False
     if (evaluator and config.eval_every and step % config.eval_every == 0 and
         step < config.total_steps):
       _evaluate(evaluator, state, writer, workdir, step)
+    watchdog.beat(step)
   if last < config.total_steps:
     logging.info('stopping at step %d as config.stop_at_step asks', last)
     return state, False

@@ -53,3 +53,24 @@ def test_sharded_chunked_retrieval_on_8_devices_equals_numpy():
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   for name in ('one_device', 'eight', 'eight_chunk7', 'two_by_four'):
     assert r[name] == pytest.approx(r['numpy'], abs=1e-9), name
+
+
+def test_non_finite_embeddings_are_refused_not_scored_perfect():
+  """A NaN model used to score R@1 = 1.0 (NaN similarities compare false, so no candidate ranks
+  above the match). Every evaluator entry point now refuses it with one line."""
+  rng = np.random.RandomState(0)
+  img = rng.normal(size=(6, 4)).astype(np.float32)
+  txt = rng.normal(size=(6, 4)).astype(np.float32)
+  nan = np.full_like(img, np.nan)
+  assert ((nan @ txt.T) > np.diag(nan @ txt.T)[:, None]).sum() == 0  # why NaN looked perfect
+  with pytest.raises(metrics.NonFiniteEmbeddingError, match='6 of 6 image embeddings'):
+    metrics.retrieval_metrics(nan, txt)
+  bad_txt = txt.copy()
+  bad_txt[2, 1] = np.inf
+  with pytest.raises(FloatingPointError, match='1 of 6 text embeddings are not finite'):
+    retrieval.retrieval_metrics_multi(img, bad_txt, np.arange(6))
+  with pytest.raises(FloatingPointError, match='image embeddings are not finite'):
+    metrics.topk_accuracy(nan, txt[:3], np.zeros(6, int))
+  with pytest.raises(FloatingPointError, match='similarity'):
+    metrics.recall_at_k(nan @ txt.T)
+  assert metrics.retrieval_metrics(img, txt)['rsum'] > 0  # finite input still scores

@@ -171,6 +171,22 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
   assert [h['row'] for h in same] == [h['row'] for h in hits]
   text_hits = _tool('vlalign.tools.search', cache, f'--workdir={straight}', f'--index={index}',
                     '--text=a red circle', f'--output={tmp_path / "text.png"}')
+  # An index exported from another run (its recorded fingerprint differs): one line, exit 1.
+  with open(index / 'meta.json') as f:
+    meta = json.load(f)
+  assert len(meta['fingerprint']) == 16
+  meta['fingerprint'] = '0' * 16
+  with open(index / 'meta.json', 'w') as f:
+    json.dump(meta, f)
+  env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
+  other = subprocess.run([sys.executable, '-m', 'vlalign.tools.search',
+                          f'--config={os.path.join(ROOT, "configs", "demo.py")}:tiny',
+                          f'--workdir={straight}', f'--index={index}', '--text=a red circle'],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert other.returncode == 1 and 'Traceback' not in other.stderr
+  assert other.stderr.strip().splitlines()[-1].startswith(
+      f'vlalign.tools.search: {index} was exported from another run or checkpoint (fingerprint '
+      f'0000000000000000')
   assert len(text_hits) == 5
   from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(tmp_path / 'text.png') as sheet:

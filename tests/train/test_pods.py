@@ -4,6 +4,7 @@ all through `python -m vlalign.main` on the tiny demo config, against one uninte
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,21 +84,17 @@ def straight(tmp_path_factory, cache):
   return workdir
 
 
-def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path, cache):
-  """launch/local.sh 2 x 2 CPU devices, stopped at step 5 and resumed, against 1 x 4 straight,
-  with host_split 'batch' (the same global batches for any process count): the same examples
-  at every step (the two hosts' ids side by side). Stated tolerance: losses rtol 1e-5,
-  parameters 1e-5 (the cross-process all-reduce sums in another order)."""
-  one = tmp_path / 'one'
-  run(one, cache, '--config.data.host_split=batch', devices=4)
-  two = tmp_path / 'two'
-  for extra in ('--config.stop_at_step=5', '--config.stop_at_step=0'):
-    proc = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
-                           '--config.data.host_split=batch', extra], cwd=ROOT,
-                          env=_env(cache, 2), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-  assert "mesh {'data': 4} on 4 devices, 2 processes" in proc.stderr
-  assert 'Resumed from checkpoint at step 5' in proc.stderr
+@pytest.fixture(scope='module')
+def straight_batch(tmp_path_factory, cache):
+  """One process of 4 devices, host_split 'batch': the reference of the 2 x 2 process runs."""
+  workdir = tmp_path_factory.mktemp('straight_batch')
+  run(workdir, cache, '--config.data.host_split=batch', devices=4)
+  return workdir
+
+
+def assert_pod_equals_one(two, one):
+  """The two hosts' ids side by side are the one-process run's at every step; losses rtol 1e-5
+  and parameters 1e-5 (the cross-process all-reduce sums in another order)."""
   ids_one, ids_two = example_ids(one), [example_ids(two, p) for p in range(2)]
   assert sorted(ids_one) == list(range(1, STEPS + 1))
   assert all(ids_two[0][s] + ids_two[1][s] == ids_one[s] for s in ids_one)
@@ -106,6 +103,110 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path, cache)
   np.testing.assert_allclose([got[s] for s in sorted(want)], [want[s] for s in sorted(want)],
                              rtol=1e-5)
   assert_same_params(final_params(two), final_params(one), atol=1e-5)
+
+
+def test_two_processes_of_two_devices_match_one_process_of_four(straight_batch, tmp_path, cache):
+  """launch/local.sh 2 x 2 CPU devices, stopped at step 5 and resumed, against 1 x 4 straight,
+  with host_split 'batch' (the same global batches for any process count): the same examples
+  at every step (the two hosts' ids side by side)."""
+  one = straight_batch
+  two = tmp_path / 'two'
+  for extra in ('--config.stop_at_step=5', '--config.stop_at_step=0'):
+    proc = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
+                           '--config.data.host_split=batch', extra], cwd=ROOT,
+                          env=_env(cache, 2), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "mesh {'data': 4} on 4 devices, 2 processes" in proc.stderr
+  assert 'Resumed from checkpoint at step 5' in proc.stderr
+  assert_pod_equals_one(two, one)
+
+
+def _free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(('127.0.0.1', 0))
+    return sock.getsockname()[1]
+
+
+def _start_pod(workdir, cache, logs, *overrides):
+  """Two processes of 2 CPU devices each, host_split 'batch', stderr into logs/p<i>.log."""
+  port = _free_port()
+  os.makedirs(logs, exist_ok=True)
+  return [subprocess.Popen(
+      [sys.executable, '-m', 'vlalign.main', f'--coordinator=127.0.0.1:{port}',
+       '--num_processes=2', f'--process_id={i}', *_cmd(workdir)[3:],
+       '--config.data.host_split=batch', *overrides], cwd=ROOT, env=_env(cache, 2),
+      stdout=subprocess.DEVNULL, stderr=open(os.path.join(logs, f'p{i}.log'), 'w'))
+          for i in range(2)]
+
+
+def _wait_for_steps(workdir, process, steps, procs, timeout=900):
+  """Waits until `process` has started `steps` steps (its example-id lines)."""
+  path = os.path.join(workdir, 'example_ids', f'process_{process}.jsonl')
+  deadline = time.time() + timeout
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if os.path.exists(path):
+      with open(path) as f:
+        if sum(1 for _ in f) >= steps:
+          return
+    time.sleep(0.2)
+  raise AssertionError(f'process {process} did not reach step {steps}')
+
+
+def _read(path) -> str:
+  with open(path) as f:
+    return f.read()
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(straight_batch, tmp_path, cache):
+  """Pod-safe preemption: only process 1 gets SIGTERM. JAX's preemption sync point makes both
+  stop after the same step; both checkpoint it (one collective save) and exit 0 within 120 s;
+  the resumed run equals the uninterrupted one."""
+  two, logs = tmp_path / 'two', tmp_path / 'logs'
+  procs = _start_pod(two, cache, logs)
+  try:
+    _wait_for_steps(two, 1, 4, procs)
+    procs[1].send_signal(signal.SIGTERM)
+    codes = [p.wait(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  text = [_read(logs / f'p{i}.log') for i in range(2)]
+  assert codes == [0, 0], [t[-2000:] for t in text]
+  saved = [int(t.split('received: saved a checkpoint at step ')[1].split(';')[0]) for t in text]
+  assert saved[0] == saved[1] and 4 <= saved[0] < STEPS, saved
+  assert checkpoint_steps(two)[-1] == saved[0]
+  again = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
+                          '--config.data.host_split=batch'], cwd=ROOT, env=_env(cache, 2),
+                         capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-4000:]
+  assert f'Resumed from checkpoint at step {saved[0]}' in again.stderr
+  assert_pod_equals_one(two, straight_batch)
+
+
+PEER_TIMEOUT_S = 20
+
+
+def test_a_killed_peer_ends_the_other_process_with_one_line(tmp_path, cache):
+  """Process 1 is SIGKILLed mid-run: process 0 does not wait for ever in the next collective;
+  it exits 1 with one line naming config.peer_timeout_s within that time (plus the step in
+  flight and a 60 s margin for a loaded CI machine)."""
+  logs = tmp_path / 'logs'
+  procs = _start_pod(tmp_path / 'w', cache, logs, '--config.total_steps=400',
+                     '--config.checkpoint_every=1000', '--config.log_every=1000',
+                     f'--config.peer_timeout_s={PEER_TIMEOUT_S}')
+  try:
+    _wait_for_steps(tmp_path / 'w', 0, 4, procs)
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    code = procs[0].wait(timeout=PEER_TIMEOUT_S + 120)
+    elapsed = time.time() - killed
+  finally:
+    for p in procs:
+      p.kill()
+  text = _read(logs / 'p0.log')
+  assert code != 0, text[-2000:]
+  assert 'a peer process died or hangs' in text and 'config.peer_timeout_s' in text, text[-2000:]
+  assert elapsed < PEER_TIMEOUT_S + 60, elapsed
 
 
 def test_sigkill_mid_run_then_restart_equals_uninterrupted(straight, tmp_path, cache):
@@ -175,7 +276,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_pa
 def test_injected_nan_stop_keeps_the_last_good_checkpoint(tmp_path, cache):
   proc = run(tmp_path, cache, '--config.debug.nan_loss_at_steps=(8,)', check=False)
   assert proc.returncode != 0
-  assert 'non-finite loss or gradient: 1 update(s) dropped by step 8' in proc.stderr
+  assert 'non-finite loss, gradient or updated state: 1 update(s) dropped by step 8' in proc.stderr
   assert 'config.nan_policy="stop"' in proc.stderr
   assert checkpoint_steps(tmp_path)[-1] == 6  # nothing written after the bad step
 

@@ -54,3 +54,26 @@ def test_weight_decay_mask_spares_norms_biases_and_temperature():
   assert flat['image_proj/kernel'] is True
   assert all(v is False for k, v in flat.items() if k.endswith('bias') or '/ln' in k)
   assert flat['image_tower/encoder/block0/mlp/fc1/kernel'] is True
+
+
+@pytest.mark.parametrize('eps,lr,bad_step', [(0.0, 1e-3, 1)])
+def test_non_finite_updated_parameters_are_dropped(eps, lr, bad_step):
+  """Finite loss and gradients, but an update that is not finite: optimizer.eps=0 (0/0 in adam
+  for the token rows no caption uses, whose gradient is 0) at step 1. The guard on the updated
+  state drops that step: parameters and moments stay as they were before it."""
+  config = _tiny_config()
+  config.optimizer.update(eps=eps, lr=lr, warmup_steps=0, grad_clip=0.0)
+  state, step = _setup(config)
+  rng = np.random.RandomState(0)
+  for i in range(1, bad_step + 1):
+    before = jax.device_get((state.params, state.opt_state))
+    batch = _batch(rng)
+    batch['tokens'] = np.minimum(batch['tokens'], 20)  # rows 21..49 of the token table: grad 0
+    state, metrics = step(state, batch)
+    assert int(state.skipped) == (i == bad_step), i
+  assert np.isfinite(float(metrics['train/loss']))
+  assert np.isfinite(float(metrics['train/grad_norm']))
+  after = jax.device_get((state.params, state.opt_state))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, b)
+  assert train.all_finite(state.params)

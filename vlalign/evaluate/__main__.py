@@ -38,16 +38,11 @@ def main(argv) -> None:
     raise app.UsageError('--workdir is required')
   for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
     handler.addFilter(lambda r: r.levelno >= pylogging.WARNING or '/orbax/' not in r.pathname)
-  # pylint: disable-next=g-import-not-at-top
-  from vlalign import checkpoint, config_lib, inference, train
-  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
-  try:
+  from vlalign import errors, inference, train  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.evaluate'):  # user-facing errors: one line, exit 1
     config = inference.resolve_config(FLAGS.config, os.path.abspath(FLAGS.workdir))
     step, results = train.evaluate_checkpoint(config, os.path.abspath(FLAGS.workdir),
                                               FLAGS.checkpoint)
-  except (config_lib.ConfigError, checkpoint.CheckpointMismatchError,
-          checkpoint.CheckpointUnreadableError, FileNotFoundError, DataError) as e:
-    raise SystemExit(f'vlalign.evaluate: {e}') from None
   path = os.path.join(os.path.abspath(FLAGS.workdir), 'eval', f'heldout_step{step}.json')
   print(json.dumps({'step': step, **results}))
   logging.info('wrote %s', path)

@@ -64,7 +64,8 @@ class HeldoutEvaluator:
     """Normalised image and text embeddings of the held-out pairs, row for row."""
     img = batched_apply(lambda x: self._img(variables, x), self.data['image'], self.batch)
     txt = batched_apply(lambda t: self._txt(variables, t), self.data['tokens'], self.batch)
-    return img, txt
+    return (metrics_lib.check_finite(img, 'held-out image'),
+            metrics_lib.check_finite(txt, 'held-out text'))
 
   def run(self, params: Any, model_state: Any = None) -> dict[str, float]:
     """All held-out metrics for `params` (keys eval/retrieval/* and eval/zeroshot/*);
@@ -72,8 +73,10 @@ class HeldoutEvaluator:
     t0 = time.time()
     variables = self.variables(params, model_state)
     out = datasets.run_all(
-        self.datasets, lambda x: batched_apply(lambda a: self._img(variables, a), x, self.batch),
-        lambda t: batched_apply(lambda a: self._txt(variables, a), t, self.batch))
+        self.datasets, lambda x: metrics_lib.check_finite(
+            batched_apply(lambda a: self._img(variables, a), x, self.batch), 'image'),
+        lambda t: metrics_lib.check_finite(
+            batched_apply(lambda a: self._txt(variables, a), t, self.batch), 'text'))
     if self.data is None:
       return out
     img, txt = self.embed(variables)

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vlalign.evaluate import metrics
+
 
 def _pad_rows(x: np.ndarray, multiple: int, value=0) -> np.ndarray:
   n = -(-len(x) // multiple) * multiple
@@ -91,8 +93,8 @@ def retrieval_metrics_multi(image_emb: np.ndarray, text_emb: np.ndarray, text_im
   """i2t_r{k}, t2i_r{k} and rsum (percent) for N normalised image embeddings [N, d] and M
   caption embeddings [M, d], caption j describing image text_image[j]. The images are sharded
   over all axes of `mesh` (default: every device on one axis); captions go in chunks."""
-  image_emb = np.asarray(image_emb, np.float32)
-  text_emb = np.asarray(text_emb, np.float32)
+  image_emb = metrics.check_finite(np.asarray(image_emb, np.float32), 'image')
+  text_emb = metrics.check_finite(np.asarray(text_emb, np.float32), 'text')
   text_image = np.asarray(text_image, np.int32)
   n, m = len(image_emb), len(text_emb)
   if text_image.shape != (m,) or text_image.min() < 0 or text_image.max() >= n:

@@ -168,10 +168,12 @@ def main(argv) -> None:
   for name in ('config', 'workdir', 'output'):
     if FLAGS[name].value is None:
       raise app.UsageError(f'--{name} is required')
-  summary = build(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.output,
-                  step=FLAGS.checkpoint, top=FLAGS.top, min_count=FLAGS.min_count,
-                  max_concepts=FLAGS.max_concepts, batch=FLAGS.batch,
-                  save_embeddings=FLAGS.save_embeddings)
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.concepts'):
+    summary = build(FLAGS.config, os.path.abspath(FLAGS.workdir), FLAGS.output,
+                    step=FLAGS.checkpoint, top=FLAGS.top, min_count=FLAGS.min_count,
+                    max_concepts=FLAGS.max_concepts, batch=FLAGS.batch,
+                    save_embeddings=FLAGS.save_embeddings)
   print(json.dumps(summary))
 
 

@@ -11,6 +11,8 @@ counted, images that do not decode too) is one row: <output>/image_emb.npy and t
 "text"} per row, in the same order; the embedded held-out split adds "colors", "shapes",
 "sizes", "num_objects") and <output>/meta.json (workdir, step, source, dtype, count, dim,
 skipped). Load the arrays with np.load(..., allow_pickle=False).
+The meta also holds the run fingerprint of the checkpoint's parameters, which tools.search
+checks.
 """
 
 import json
@@ -55,6 +57,20 @@ def resolve_source(spec: str, config):
   if spec == HELDOUT:
     return sources.Source(spec, 'tfrecord', files=sources.list_files(embedded['heldout']))
   return sources.resolve(spec, config.data, embedded)
+
+
+def run_fingerprint(params: Any) -> str:
+  """sha256 (hex, 16 digits) of a checkpoint's parameters: names, shapes, dtypes and bytes. An
+  index records the one it was exported with; search recomputes it from --workdir."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    arr = np.asarray(jax.device_get(leaf))
+    h.update(f'{jax.tree_util.keystr(path)}:{arr.shape}:{arr.dtype};'.encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+  return h.hexdigest()[:16]
 
 
 def pairs(source, config, skipped: dict | None = None) -> Iterator[tuple[int, bytes, str, str]]:
@@ -160,7 +176,8 @@ def export(workdir: str, output: str, source: str = HELDOUT, config=None, step=N
     for item in items:
       f.write(json.dumps(item) + '\n')
   meta = {'workdir': os.path.abspath(workdir), 'step': model.step, 'source': source,
-          'dtype': dtype, 'count': len(items), 'dim': int(img.shape[1]), 'skipped': skipped}
+          'dtype': dtype, 'count': len(items), 'dim': int(img.shape[1]), 'skipped': skipped,
+          'fingerprint': run_fingerprint(model.variables['params'])}
   with open(os.path.join(output, 'meta.json'), 'w') as f:
     json.dump(meta, f, indent=1)
   return meta
@@ -172,14 +189,13 @@ def main(argv) -> None:
   for name in ('workdir', 'output'):
     if FLAGS[name].value is None:
       raise app.UsageError(f'--{name} is required')
-  from vlalign import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
-  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
-  try:
-    meta = export(FLAGS.workdir, FLAGS.output, FLAGS.source, FLAGS.config, FLAGS.checkpoint,
-                  FLAGS.dtype, FLAGS.max_examples)
-  except (config_lib.ConfigError, checkpoint.CheckpointMismatchError, FileNotFoundError,
-          DataError, ValueError) as e:
-    raise SystemExit(f'vlalign.tools.embed: {e}') from None
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.embed'):
+    try:
+      meta = export(FLAGS.workdir, FLAGS.output, FLAGS.source, FLAGS.config, FLAGS.checkpoint,
+                    FLAGS.dtype, FLAGS.max_examples)
+    except ValueError as e:  # a source with no usable example, a bad --dtype
+      raise SystemExit(f'vlalign.tools.embed: {e}') from None
   logging.info('exported %d embeddings (dim %d, %s) of step %d to %s', meta['count'],
                meta['dim'], meta['dtype'], meta['step'], FLAGS.output)
   print(json.dumps(meta))

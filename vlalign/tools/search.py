@@ -48,6 +48,27 @@ def load_index(index: str) -> tuple:
   return img, items, meta
 
 
+class IndexMismatchError(ValueError):
+  """The index was exported from another run (or checkpoint) than the one that embeds queries."""
+
+
+def check_same_run(index: str, meta: dict, params, workdir: str) -> None:
+  """IndexMismatchError (one line) unless the index's recorded run fingerprint equals that of
+  the checkpoint restored from `workdir` at the index's step."""
+  from vlalign.tools.embed import run_fingerprint  # pylint: disable=g-import-not-at-top
+  want = meta.get('fingerprint')
+  if not want:
+    raise IndexMismatchError(f'{index}/meta.json records no run fingerprint (exported by an '
+                             f'older vlalign): re-export it with python -m vlalign.tools.embed')
+  got = run_fingerprint(params)
+  if got != want:
+    raise IndexMismatchError(
+        f'{index} was exported from another run or checkpoint (fingerprint {want}, from '
+        f'{meta.get("workdir")} step {meta.get("step")}) than --workdir={workdir} step '
+        f'{meta.get("step")} (fingerprint {got}); re-export it with python -m '
+        f'vlalign.tools.embed, or pass the workdir it came from')
+
+
 def top_k(index_emb, query, k: int):
   """(rows, scores) of the k highest cosine similarities, best first (ties: lower row first)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -122,7 +143,9 @@ def search(index: str, text=None, image=None, text_weight: float = 1.0, k: int =
   if not text and not image:
     raise ValueError('give --text, --image or both')
   index_emb, items, meta = load_index(index)
-  model = inference.load(workdir or meta['workdir'], meta['step'], config)
+  workdir = workdir or meta['workdir']
+  model = inference.load(workdir, meta['step'], config)
+  check_same_run(index, meta, model.variables['params'], workdir)
   if model.config.model.embed_dim != index_emb.shape[1]:
     raise ValueError(f'{index} holds {index_emb.shape[1]}-d embeddings; the model makes '
                      f'{model.config.model.embed_dim}-d ones: re-export it with this model')
@@ -144,14 +167,13 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.index is None:
     raise app.UsageError('--index is required')
-  from vlalign import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
-  from vlalign.data.spec import DataError  # pylint: disable=g-import-not-at-top
-  try:
-    hits = search(FLAGS.index, FLAGS.text, FLAGS.image, FLAGS.text_weight, FLAGS.k,
-                  FLAGS.output, FLAGS.workdir, FLAGS.config)
-  except (config_lib.ConfigError, checkpoint.CheckpointMismatchError, FileNotFoundError,
-          DataError, ValueError) as e:
-    raise SystemExit(f'vlalign.tools.search: {e}') from None
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.search'):
+    try:
+      hits = search(FLAGS.index, FLAGS.text, FLAGS.image, FLAGS.text_weight, FLAGS.k,
+                    FLAGS.output, FLAGS.workdir, FLAGS.config)
+    except (IndexMismatchError, ValueError) as e:  # bad index files or query
+      raise SystemExit(f'vlalign.tools.search: {e}') from None
   for h in hits:
     print(json.dumps(h))
 

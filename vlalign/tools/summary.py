@@ -102,7 +102,11 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.config is None:
     raise app.UsageError('--config is required')
-  summary = summarize(FLAGS.config, FLAGS.vocab_size)
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.summary'):
+    config_lib.validate_model(FLAGS.config)
+    summary = summarize(FLAGS.config, FLAGS.vocab_size)
   print(json.dumps(summary) if FLAGS.json else format_table(summary))
 
 

@@ -1,0 +1,118 @@
+"""Stopping on a signal at the same step on every process, and a bound on waiting for peers.
+
+One process: SIGTERM / SIGINT set a flag the train loop reads after each step; it checkpoints
+that step and exits 0 (a second signal stops at once).
+
+Several processes (jax.distributed): a signal seen by one process must stop all of them at the
+same step, or one enters the collective checkpoint save while the others enter the next step's
+all-reduce and both wait for ever. SIGTERM (the preemption notice of SLURM, Kubernetes and
+Cloud TPU) goes to JAX's preemption service: jax.distributed.initialize installs its notifier,
+which tells every process; `multihost_utils.reached_preemption_sync_point(step)`, called every
+step, is True on all processes at the same step (the largest step any process reached, plus
+one). SIGINT on one process is shared through JAX's
+preemption service too (the handler sends this process a SIGTERM). No collective runs per
+step.
+
+A process whose peer died would wait in the next collective for ever: PeerWatchdog ends it with
+one line when no step completes for config.peer_timeout_s seconds.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import jax
+from jax.experimental import multihost_utils
+
+from vlalign import errors
+
+
+def _client():
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state.client
+
+
+class StopSignal:
+  """Turns SIGTERM / SIGINT into a request to finish the step, checkpoint and exit; agreed on
+  by every process of a multi-process run (see the module doc)."""
+
+  def __init__(self):
+    self.requested = errors.pending_signal()  # one that came after setup's last check
+    self._old = {}
+    self._multi = jax.process_count() > 1 and _client() is not None
+    # In a multi-process run SIGTERM stays with JAX's preemption notifier.
+    sigs = (signal.SIGINT,) if self._multi else (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. an embedding application)
+        pass
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:  # a second signal: stop at once
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    if self._multi:  # SIGINT joins the preemption protocol as a SIGTERM to this process
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def should_stop(self, step: int) -> str:
+    """'' to go on; else the reason to checkpoint `step` and exit (the same step on every
+    process). All processes call this once per step, in the same steps."""
+    if self._multi and multihost_utils.reached_preemption_sync_point(step):
+      return 'SIGTERM (a preemption notice, shared by every process)'
+    return '' if self._multi else self.requested
+
+  def restore(self) -> None:
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def align_processes(name: str, timeout_s: float) -> None:
+  """Multi-process runs: waits at a coordination-service barrier (not a device collective) until
+  every process arrives, so that the first collective of a newly compiled step starts on all of
+  them together (gloo sets up its connections with a 30 s deadline; processes that compiled at
+  different speeds on a loaded host would miss it)."""
+  client = _client()
+  if jax.process_count() > 1 and client is not None:
+    client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
+class PeerWatchdog:
+  """Multi-process runs: ends the process with one line and exit status 1 when no step has
+  completed for `timeout_s` seconds (a peer died or hangs: the collectives would wait for ever).
+  Armed by the first `beat` (after compilation); idle in single-process runs."""
+
+  def __init__(self, timeout_s: float, workdir: str):
+    self.timeout_s = float(timeout_s)
+    self._last = None
+    self._step = 0
+    self._done = threading.Event()
+    self._workdir = workdir
+    self._thread = None
+    if jax.process_count() > 1:
+      self._thread = threading.Thread(target=self._watch, name='vlalign-peer-watchdog',
+                                      daemon=True)
+      self._thread.start()
+
+  def beat(self, step: int) -> None:
+    """Marks progress: `step` completed on this host (-1: restarts the clock, keeps the step)."""
+    self._last = time.monotonic()
+    self._step = step if step >= 0 else self._step
+
+  def _watch(self) -> None:
+    while not self._done.wait(min(1.0, self.timeout_s / 10)):
+      if self._last is not None and time.monotonic() - self._last > self.timeout_s:
+        msg = (f'vlalign: process {jax.process_index()} of {jax.process_count()}: no step '
+               f'completed for {self.timeout_s:.0f} s after step {self._step} '
+               f'(config.peer_timeout_s): a peer process died or hangs; exiting without a '
+               f'checkpoint (the run resumes from the last one in {self._workdir}/checkpoints)')
+        logging.error('%s', msg)
+        print(msg, file=sys.stderr, flush=True)
+        os._exit(1)  # the main thread waits in a collective: nothing else can end it
+
+  def close(self) -> None:
+    self._done.set()
