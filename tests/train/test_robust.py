@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from vlalign import errors, train, workdir_lock
+from vlalign import config_lib, errors, train, workdir_lock
 from vlalign.config_lib import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -143,9 +143,11 @@ def test_sigterm_during_setup_exits_0_with_one_line(tmp_path, cache):
 def test_bad_vocabulary_file_is_one_line_naming_the_field(tmp_path, vocab, match):
   (tmp_path / 'empty.txt').write_text('')
   (tmp_path / 'dup.txt').write_text('[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\na\n')
-  with pytest.raises(SystemExit, match=f'^vlalign: config.data.vocab_file: .*{re.escape(match)}'):
+  config = config_lib.base_config()
+  with pytest.raises(SystemExit,
+                     match=f'^vlalign: config.data.tokenizer.vocab_file: .*{re.escape(match)}'):
     with errors.one_line('vlalign'):
-      train.make_tokenizer(str(tmp_path / vocab), 8)
+      train.make_tokenizer(config, str(tmp_path / vocab))
 
 
 @pytest.mark.parametrize('name,match', [
