@@ -16,6 +16,7 @@ checks.
 """
 
 import json
+from typing import Any
 import os
 import sys
 from typing import Iterator
