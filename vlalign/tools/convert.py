@@ -38,13 +38,13 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-  """One output shard: the input file (or TFDS sub-split) it is written from."""
+  """One output shard: the input (a file, a TFDS sub-split) it is written from, as the Source
+  that reads just that input (its kind's convert_inputs)."""
   index: int
   spec: str
   kind: str
-  path: str = ''
-  tfds_name: str = ''
-  tfds_split: str = ''
+  input: str
+  source: object  # data.sources.Source
 
 
 # The bounds on what an input file may claim (config.data, data/filters.py), as flags.
@@ -93,23 +93,17 @@ def plan(specs: list[str], data_cfg, tfds_shards: int) -> list[Unit]:
   from vlalign.data import sources  # pylint: disable=g-import-not-at-top
   units = []
   for spec in specs:
-    kind, _ = sources.parse_spec(spec)
-    if kind == 'embedded':
-      raise sources.DataError(f'--input={spec}: the embedded dataset is TFRecord already')
+    kind = sources.kind_of(sources.parse_spec(spec)[0])
+    if kind.convert_refusal:
+      raise sources.DataError(f'--input={spec}: {kind.convert_refusal}')
     src = sources.resolve(spec, data_cfg)
-    if kind == 'tfds':
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      for split in tfds.even_splits(src.tfds_split, n=tfds_shards):
-        units.append(Unit(len(units), spec, kind, tfds_name=src.tfds_name, tfds_split=split))
-    else:
-      units += [Unit(len(units) + i, spec, kind, path=p) for i, p in enumerate(src.files)]
+    for name, sub in kind.convert_inputs(src, tfds_shards):
+      units.append(Unit(len(units), spec, kind.name, name, sub))
   return units
 
 
 def _source(unit: Unit):
-  from vlalign.data import sources  # pylint: disable=g-import-not-at-top
-  return sources.Source(unit.spec, unit.kind, files=[unit.path] if unit.path else [],
-                        tfds_name=unit.tfds_name, tfds_split=unit.tfds_split)
+  return unit.source
 
 
 def text_stats(units: list[Unit], data_cfg, path: str):
@@ -172,7 +166,7 @@ def convert_unit(args: tuple[Unit, int, str]) -> dict:
     with open(done) as f:
       return {**json.load(f), 'resumed': True}
   crash_on = os.environ.get('VLALIGN_TEST_CRASH_INPUT')  # tests: a worker that dies
-  if crash_on and unit.path and crash_on in unit.path:
+  if crash_on and crash_on in unit.input:
     os.kill(os.getpid(), signal.SIGSEGV)
   skipped, written = {}, 0
   final = os.path.join(out_dir, name + '.tfrecord')
@@ -191,7 +185,7 @@ def convert_unit(args: tuple[Unit, int, str]) -> dict:
                    .SerializeToString())
       written += 1
   os.replace(final + '.tmp', final)
-  result = {'shard': name, 'input': unit.path or f'{unit.tfds_name}:{unit.tfds_split}',
+  result = {'shard': name, 'input': unit.input,
             'written': written, 'skipped': skipped}
   with open(done + '.tmp', 'w') as f:
     json.dump(result, f)
@@ -248,7 +242,7 @@ def _crashed(job: tuple, exitcode: int | None) -> dict:
          -exitcode in signal.valid_signals() else f'exit code {exitcode}')
   logging.error('a worker died (%s) converting %s; its shard is counted as worker_crashed '
                 'and not written (run the command again to retry it)', how,
-                unit.path or f'{unit.tfds_name}:{unit.tfds_split}')
+                unit.input)
   return {'shard': f'part-{unit.index:05d}-of-{total:05d}', 'written': 0,
           'skipped': {'worker_crashed': 1}}
 
