@@ -11,6 +11,8 @@ bytes, id, reason) records: nothing is decoded here, and nothing a source holds 
                                 an image with several captions gives one record per caption
   wds:<glob>                    WebDataset tar shards as img2dataset writes them:
                                 <key>.jpg|jpeg|png|webp|bmp|gif, <key>.txt, <key>.json
+  csv:<glob>                    CSV / TSV files of image paths and captions (OpenCLIP's
+                                format; columns and separator in config.data.csv)
 
 Each kind is one class in source_kinds/ (the source interface, source_kinds/base.py) named in
 spec.KIND_CLASSES; resolve / file_records / records here dispatch to it.

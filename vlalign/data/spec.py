@@ -12,6 +12,7 @@ KIND_CLASSES = {
     'tfrecord': 'tfrecord:TFRecord',
     'tfds': 'tfds:Tfds',
     'wds': 'wds:WebDataset',
+    'csv': 'csvfile:Csv',
 }
 KINDS = tuple(KIND_CLASSES)
 MIXINGS = ('none', 'weighted', 'debiased')

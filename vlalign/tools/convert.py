@@ -53,7 +53,7 @@ BOUNDS = ('max_record_bytes', 'max_member_bytes', 'max_json_depth', 'max_image_a
 
 def _define_flags() -> None:
   flags.DEFINE_multi_string('input', None, 'Source spec(s): tfrecord:<glob>, wds:<glob>, '
-                            'tfds:<name>[/<config>]:<split>.')
+                            'tfds:<name>[/<config>]:<split>, csv:<glob>.')
   flags.DEFINE_string('output', None, 'Output directory for part-*.tfrecord.')
   flags.DEFINE_integer('workers', 2, 'Parallel worker processes.')
   flags.DEFINE_integer('tfds_shards', 16, 'Output shards per TFDS split.')
@@ -61,6 +61,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('text_key', 'text', 'Text feature of tfrecord / tfds inputs.')
   flags.DEFINE_string('id_key', 'id', 'Id feature of tfrecord inputs.')
   flags.DEFINE_string('tfds_data_dir', '', 'TFDS data_dir.')
+  flags.DEFINE_string('csv_image_column', 'filepath', 'Image path column of csv inputs.')
+  flags.DEFINE_string('csv_caption_column', 'title', 'Caption column of csv inputs.')
+  flags.DEFINE_string('csv_separator', '\t', 'Separator of csv inputs (a tab or ",").')
   flags.DEFINE_integer('max_text_bytes', 4096, 'Longer captions are skipped (text_too_long).')
   flags.DEFINE_integer('max_record_bytes', 64 << 20, 'Larger TFRecord records are skipped.')
   flags.DEFINE_integer('max_member_bytes', 32 << 20, 'Larger tar members are skipped unread.')
@@ -82,6 +85,9 @@ def data_config(values: dict):
   for key in ('image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes') + BOUNDS:
     if key in values:  # the bounds keep config.data's defaults unless given
       d[key] = values[key]
+  for key in ('image_column', 'caption_column', 'separator'):
+    if 'csv_' + key in values:
+      d.csv[key] = values['csv_' + key]
   for key in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
               'max_shared_text', 'min_unigram_count'):
     d.filters[key] = values[key]
