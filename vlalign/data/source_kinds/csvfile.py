@@ -144,8 +144,11 @@ class Csv(base.FileKind):
     source = super().resolve(spec, arg, data_cfg, embedded)
     c = data_cfg.csv
     for path in source.files:  # fail fast on a header without the configured columns
-      with open(path, 'rb') as f:
-        header, _ = _line(f, data_cfg.max_record_bytes)
+      try:
+        with open(path, 'rb') as f:
+          header, _ = _line(f, data_cfg.max_record_bytes)
+      except OSError as e:
+        raise DataError(f'config.data.sources: {spec!r}: cannot read {path} ({e})') from None
       names = _fields(header or b'', c.separator) or []
       for field in ('image_column', 'caption_column'):
         if c[field] not in names:
