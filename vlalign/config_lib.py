@@ -29,8 +29,12 @@ DECLIP_LOSSES = ('mvs', 'iss', 'tss', 'nns')
 def _data_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       # Training sources, by spec (data/sources.py): 'embedded', 'embedded:<name>',
-      # 'tfrecord:<glob>', 'tfds:<name>[/<config>]:<split>', 'wds:<glob>' (img2dataset tars).
+      # 'tfrecord:<glob>', 'tfds:<name>[/<config>]:<split>', 'wds:<glob>' (img2dataset tars),
+      # 'csv:<glob>' (OpenCLIP-style CSV/TSV of image paths and captions, read as data.csv says).
       'sources': ('embedded',),
+      # csv: sources (data/source_kinds/csvfile.py): the header names of the image path and
+      # caption columns, and the separator ('\t' as OpenCLIP's default, or ',').
+      'csv': {'image_column': 'filepath', 'caption_column': 'title', 'separator': '\t'},
       # How several sources mix (data/pipeline.py): 'none' (one source), 'weighted' (per
       # example) or 'debiased' (ZeroVL: one source per global batch); weights default to the
       # sources' sizes.
@@ -379,6 +383,16 @@ def validate_model(config: ml_collections.ConfigDict) -> None:
   _validate_model(config.model, config.data)
 
 
+def _validate_csv(c: ml_collections.ConfigDict) -> None:
+  """data.csv: two different non-empty column names and a tab or comma separator."""
+  for name in ('image_column', 'caption_column'):
+    _check(isinstance(c[name], str) and c[name].strip() != '', f'data.csv.{name}',
+           f'must be a column name, got {c[name]!r}')
+  _check(c.image_column != c.caption_column, 'data.csv.caption_column',
+         f'{c.caption_column!r} is also data.csv.image_column')
+  _check_choice(c.separator, 'data.csv.separator', ('\t', ','))
+
+
 def _validate_data(config: ml_collections.ConfigDict) -> None:
   d = config.data
   _check(isinstance(d.sources, (tuple, list)) and len(d.sources) > 0, 'data.sources',
@@ -389,6 +403,7 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
       data_spec.parse_spec(spec)
     except data_spec.DataError as e:
       raise ConfigError(str(e)) from e
+  _validate_csv(d.csv)
   _validate_tokenizer(config)
   _check_choice(d.mixing, 'data.mixing', data_spec.MIXINGS)
   _check(d.mixing != 'none' or len(d.sources) == 1, 'data.mixing',

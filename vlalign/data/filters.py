@@ -40,7 +40,8 @@ REASONS = ('ok', 'unreadable_shard', 'truncated_file', 'malformed_record', 'miss
            'absurd_dimensions', 'empty_text', 'non_utf8_text', 'text_too_long', 'corrupt_image',
            'small_image', 'aspect_ratio', 'few_unigrams', 'many_unigrams', 'shared_text',
            'rare_tokens', 'record_too_large', 'member_too_large', 'compressed_shard',
-           'json_too_deep', 'extreme_aspect', 'duplicate_key', 'worker_crashed')
+           'json_too_deep', 'extreme_aspect', 'duplicate_key', 'worker_crashed',
+           'missing_file', 'path_escape')
 CODE = {name: i for i, name in enumerate(REASONS)}
 FILTER_REASONS = ('small_image', 'aspect_ratio', 'few_unigrams', 'many_unigrams', 'shared_text',
                   'rare_tokens')

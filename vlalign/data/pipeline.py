@@ -36,19 +36,13 @@ import tensorflow as tf
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import fetcher, filters, image_ops, safe_io, views
 from vlalign.data import sources as sources_lib
+from vlalign.data.source_kinds import base as kind_base
 from vlalign.data.spec import MIXINGS, DataError
 from vlalign.data.tokenizers.base import Tokenizer
 
 NUM_REASONS = len(filters.REASONS)
 list_files = sources_lib.list_files
-
-
-def host_files(files: list[str], process_index: int, process_count: int) -> tuple[list[str], bool]:
-  """This host's files; returns (files, shard_examples) where shard_examples means every host
-  reads all files and keeps every process_count-th record (too few files to split)."""
-  if len(files) >= process_count:
-    return files[process_index::process_count], False
-  return files, True
+host_files = kind_base.host_files
 
 
 def source_seed(seed: int, source_id: int) -> int:
@@ -74,20 +68,9 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   if host_split not in ('files', 'batch'):
     raise ValueError(f'config.data.host_split: {host_split!r} is not one of [\'batch\', \'files\']')
   split = host_split == 'files' and process_count > 1
-  if source.kind == 'tfds':
-    ds = sources_lib.tfds_records(source, data_cfg, checks, process_index if split else 0,
-                                  process_count if split else 1, monitor).repeat(epochs)
-  else:
-    mine, shard_examples = host_files(source.files, process_index, process_count) if split else (
-        source.files, False)
-    cycle = min(8, len(mine))
-    files = tf.data.Dataset.from_tensor_slices(mine)
-    if shard_examples:  # a fixed file order, so every epoch gives each host the same records
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
-      ds = ds.shard(process_count, process_index).repeat(epochs)
-    else:
-      files = files.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat(epochs)
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
+  ds = sources_lib.kind_of(source.kind).stream(
+      source, data_cfg, checks, seed=seed, process_index=process_index if split else 0,
+      process_count=process_count if split else 1, epochs=epochs, monitor=monitor)
   if data_cfg.shuffle_buffer > 1:
     ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   ds = ds.enumerate()

@@ -11,6 +11,11 @@ bytes, id, reason) records: nothing is decoded here, and nothing a source holds 
                                 an image with several captions gives one record per caption
   wds:<glob>                    WebDataset tar shards as img2dataset writes them:
                                 <key>.jpg|jpeg|png|webp|bmp|gif, <key>.txt, <key>.json
+  csv:<glob>                    CSV / TSV files of image paths and captions (OpenCLIP's
+                                format; columns and separator in config.data.csv)
+
+Each kind is one class in source_kinds/ (the source interface, source_kinds/base.py) named in
+spec.KIND_CLASSES; resolve / file_records / records here dispatch to it.
 
 File records are read in Python (one generator per shard, interleaved by tf.data): a shard that
 cannot be opened yields one `unreadable_shard` record, a shard cut short (truncated TFRecord,
@@ -37,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from vlalign.data import filters, safe_io
-from vlalign.data.spec import DataError, parse_spec  # pylint: disable=unused-import
+from vlalign.data.spec import DataError, kind_class, parse_spec  # pylint: disable=unused-import
 
 IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp', 'bmp', 'gif')
 # (image, text, id, reason) as tf.data sees them.
@@ -108,34 +113,16 @@ def list_files(pattern: str) -> list[str]:
   return files
 
 
+def kind_of(kind: str):
+  """The source_kinds class instance (the source interface) of a kind name."""
+  return kind_class(kind)()
+
+
 def resolve(spec: str, data_cfg, embedded: dict | None = None) -> Source:
   """The Source a spec names; `embedded` is generator.ensure_dataset's paths (needed for the
   embedded kinds)."""
   kind, arg = parse_spec(spec)
-  if kind == 'embedded':
-    if embedded is None:
-      raise DataError(f'config.data.sources: {spec!r} needs the embedded dataset')
-    sizes = dict(data_cfg.embedded.train_sizes)
-    names = sorted(embedded['train']) if not arg else [arg]
-    for name in names:
-      if name not in embedded['train']:
-        raise DataError(f'config.data.sources: {spec!r}: the embedded dataset has sources '
-                         f'{sorted(embedded["train"])}')
-    files = sorted(f for n in names for f in list_files(embedded['train'][n]))
-    return Source(spec, kind, files=files, size=sum(sizes[n] for n in names))
-  if kind in ('tfrecord', 'wds'):
-    try:
-      return Source(spec, kind, files=list_files(arg))
-    except DataError as e:
-      raise DataError(f'config.data.sources: {spec!r}: {e}') from None
-  name, _, split = arg.rpartition(':')
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir or None)
-  try:
-    size = builder.info.splits[split].num_examples
-  except (KeyError, ValueError):
-    size = None
-  return Source(spec, kind, tfds_name=name, tfds_split=split, size=size or None)
+  return kind_of(kind).resolve(spec, arg, data_cfg, embedded)
 
 
 def _feature(ex: tf.train.Example, key: str) -> bytes | None:
@@ -289,14 +276,11 @@ def file_records(source: Source, files: tf.data.Dataset, data_cfg, checks: filte
                  cycle_length: int, monitor: Monitor | None = None) -> tf.data.Dataset:
   """Records of `files` (a dataset of paths), interleaved one record per file in turn; each
   counted by `monitor` when given."""
-  keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+  read = kind_of(source.kind).read
   watch = monitor.watch if monitor else iter
   if monitor:
     files = files.take_while(monitor.alive)
-  if source.kind == 'wds':
-    gen = lambda path: _chunks(watch(read_wds(path.decode(), checks)))
-  else:
-    gen = lambda path: _chunks(watch(read_tfrecord(path.decode(), keys, checks)))
+  gen = lambda path: _chunks(watch(read(path.decode(), data_cfg, checks)))
   return files.interleave(
       lambda p: tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
                                                args=(p,)).unbatch(),
@@ -376,14 +360,5 @@ def tfds_records(source: Source, data_cfg, checks: filters.Checks, process_index
 
 def records(source: Source, data_cfg, checks: filters.Checks) -> Iterator[tuple]:
   """Every record of a source once, in file order, as Python tuples (image, text, id, reason):
-  what vlalign.tools.convert reads."""
-  if source.kind == 'tfds':
-    yield from tfds_records(source, data_cfg, checks, 0, 1).as_numpy_iterator()
-    return
-  for path in source.files:
-    if source.kind == 'wds':
-      yield from read_wds(path, checks)
-    else:
-      yield from read_tfrecord(path, (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key),
-                               checks)
-
+  what vlalign.tools.convert and the evaluators read."""
+  return kind_of(source.kind).records(source, data_cfg, checks)

@@ -87,14 +87,8 @@ def decode_eval(images: list[bytes], data_cfg) -> np.ndarray:
 
 def _tfds_split(entry: dict, data_cfg) -> tuple[tf.data.Dataset, list[str] | None]:
   """(the entry's TFDS split in file order, images undecoded; the label feature's names)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  name, _, split = sources.parse_spec(entry['source'])[1].rpartition(':')
-  builder = tfds.builder(name, data_dir=data_cfg.tfds_data_dir or None)
-  feature = builder.info.features[entry['label_key']]
-  names = list(feature.names) if hasattr(feature, 'names') else None
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={entry['image_key']: tfds.decode.SkipDecoding()})
-  return (ds.take(entry['max_examples']) if entry['max_examples'] else ds), names
+  from vlalign.data.source_kinds import tfds as tfds_kind  # pylint: disable=g-import-not-at-top
+  return tfds_kind.labelled_split(entry, data_cfg)
 
 
 def stream_images(entry: dict, data_cfg, chunk: int):
@@ -118,31 +112,15 @@ def read_labelled(entry: dict, data_cfg, heldout: dict | None) -> tuple[np.ndarr
     single = heldout['num_objects'] == 1
     return (heldout['image'][single][:n_max], heldout[_ATTRIBUTES[key]][single][:n_max],
             None)
-  kind, arg = sources.parse_spec(spec)
-  if kind == 'tfds':
-    ds, names = _tfds_split(entry, data_cfg)
-    if entry['stream']:  # labels now; images at each run (stream_images)
-      labels = np.asarray(list(ds.map(lambda ex: ex[key]).as_numpy_iterator()), np.int64)
-      if not len(labels):
-        raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec} has no examples')
-      return None, labels, names
-    rows = [(ex[entry['image_key']], int(ex[key])) for ex in ds.as_numpy_iterator()]
-  elif kind == 'tfrecord':
-    spec_ = {entry['image_key']: tf.io.FixedLenFeature([], tf.string),
-             key: tf.io.FixedLenFeature([], tf.int64)}
-    ds = tf.data.TFRecordDataset(sources.list_files(arg)).map(
-        lambda r: tf.io.parse_single_example(r, spec_))
-    if n_max:
-      ds = ds.take(n_max)
-    rows = [(ex[entry['image_key']], int(ex[key])) for ex in ds.as_numpy_iterator()]
-    names = None
-  else:
-    raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec!r} has no labels; use '
-                    f'tfds:, tfrecord: or embedded:heldout')
-  if not rows:
+  cfg = data_cfg.copy_and_resolve_references()
+  cfg.image_key, cfg.text_key = entry['image_key'], entry['text_key']
+  src = sources.resolve(spec, cfg)
+  images, labels, names = sources.kind_of(src.kind).labelled(src, entry, cfg)
+  if not len(labels):
     raise DataError(f'config.evals.datasets[{entry["name"]}]: {spec} has no examples')
-  images = decode_eval([r[0] for r in rows], data_cfg)
-  return images, np.asarray([r[1] for r in rows], np.int64), names
+  if images is None:  # streamed at each run (stream_images)
+    return None, np.asarray(labels, np.int64), names
+  return decode_eval(images, data_cfg), np.asarray(labels, np.int64), names
 
 
 def read_captioned(entry: dict, data_cfg) -> tuple[np.ndarray, list[bytes], np.ndarray]:

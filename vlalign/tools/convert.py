@@ -38,13 +38,13 @@ FLAGS = flags.FLAGS
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-  """One output shard: the input file (or TFDS sub-split) it is written from."""
+  """One output shard: the input (a file, a TFDS sub-split) it is written from, as the Source
+  that reads just that input (its kind's convert_inputs)."""
   index: int
   spec: str
   kind: str
-  path: str = ''
-  tfds_name: str = ''
-  tfds_split: str = ''
+  input: str
+  source: object  # data.sources.Source
 
 
 # The bounds on what an input file may claim (config.data, data/filters.py), as flags.
@@ -53,7 +53,7 @@ BOUNDS = ('max_record_bytes', 'max_member_bytes', 'max_json_depth', 'max_image_a
 
 def _define_flags() -> None:
   flags.DEFINE_multi_string('input', None, 'Source spec(s): tfrecord:<glob>, wds:<glob>, '
-                            'tfds:<name>[/<config>]:<split>.')
+                            'tfds:<name>[/<config>]:<split>, csv:<glob>.')
   flags.DEFINE_string('output', None, 'Output directory for part-*.tfrecord.')
   flags.DEFINE_integer('workers', 2, 'Parallel worker processes.')
   flags.DEFINE_integer('tfds_shards', 16, 'Output shards per TFDS split.')
@@ -61,6 +61,9 @@ def _define_flags() -> None:
   flags.DEFINE_string('text_key', 'text', 'Text feature of tfrecord / tfds inputs.')
   flags.DEFINE_string('id_key', 'id', 'Id feature of tfrecord inputs.')
   flags.DEFINE_string('tfds_data_dir', '', 'TFDS data_dir.')
+  flags.DEFINE_string('csv_image_column', 'filepath', 'Image path column of csv inputs.')
+  flags.DEFINE_string('csv_caption_column', 'title', 'Caption column of csv inputs.')
+  flags.DEFINE_string('csv_separator', '\t', 'Separator of csv inputs (a tab or ",").')
   flags.DEFINE_integer('max_text_bytes', 4096, 'Longer captions are skipped (text_too_long).')
   flags.DEFINE_integer('max_record_bytes', 64 << 20, 'Larger TFRecord records are skipped.')
   flags.DEFINE_integer('max_member_bytes', 32 << 20, 'Larger tar members are skipped unread.')
@@ -82,6 +85,9 @@ def data_config(values: dict):
   for key in ('image_key', 'text_key', 'id_key', 'tfds_data_dir', 'max_text_bytes') + BOUNDS:
     if key in values:  # the bounds keep config.data's defaults unless given
       d[key] = values[key]
+  for key in ('image_column', 'caption_column', 'separator'):
+    if 'csv_' + key in values:
+      d.csv[key] = values['csv_' + key]
   for key in ('min_image_side', 'max_aspect_ratio', 'min_unigrams', 'max_unigrams',
               'max_shared_text', 'min_unigram_count'):
     d.filters[key] = values[key]
@@ -93,23 +99,17 @@ def plan(specs: list[str], data_cfg, tfds_shards: int) -> list[Unit]:
   from vlalign.data import sources  # pylint: disable=g-import-not-at-top
   units = []
   for spec in specs:
-    kind, _ = sources.parse_spec(spec)
-    if kind == 'embedded':
-      raise sources.DataError(f'--input={spec}: the embedded dataset is TFRecord already')
+    kind = sources.kind_of(sources.parse_spec(spec)[0])
+    if kind.convert_refusal:
+      raise sources.DataError(f'--input={spec}: {kind.convert_refusal}')
     src = sources.resolve(spec, data_cfg)
-    if kind == 'tfds':
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      for split in tfds.even_splits(src.tfds_split, n=tfds_shards):
-        units.append(Unit(len(units), spec, kind, tfds_name=src.tfds_name, tfds_split=split))
-    else:
-      units += [Unit(len(units) + i, spec, kind, path=p) for i, p in enumerate(src.files)]
+    for name, sub in kind.convert_inputs(src, tfds_shards):
+      units.append(Unit(len(units), spec, kind.name, name, sub))
   return units
 
 
 def _source(unit: Unit):
-  from vlalign.data import sources  # pylint: disable=g-import-not-at-top
-  return sources.Source(unit.spec, unit.kind, files=[unit.path] if unit.path else [],
-                        tfds_name=unit.tfds_name, tfds_split=unit.tfds_split)
+  return unit.source
 
 
 def text_stats(units: list[Unit], data_cfg, path: str):
@@ -172,7 +172,7 @@ def convert_unit(args: tuple[Unit, int, str]) -> dict:
     with open(done) as f:
       return {**json.load(f), 'resumed': True}
   crash_on = os.environ.get('VLALIGN_TEST_CRASH_INPUT')  # tests: a worker that dies
-  if crash_on and unit.path and crash_on in unit.path:
+  if crash_on and crash_on in unit.input:
     os.kill(os.getpid(), signal.SIGSEGV)
   skipped, written = {}, 0
   final = os.path.join(out_dir, name + '.tfrecord')
@@ -191,7 +191,7 @@ def convert_unit(args: tuple[Unit, int, str]) -> dict:
                    .SerializeToString())
       written += 1
   os.replace(final + '.tmp', final)
-  result = {'shard': name, 'input': unit.path or f'{unit.tfds_name}:{unit.tfds_split}',
+  result = {'shard': name, 'input': unit.input,
             'written': written, 'skipped': skipped}
   with open(done + '.tmp', 'w') as f:
     json.dump(result, f)
@@ -248,7 +248,7 @@ def _crashed(job: tuple, exitcode: int | None) -> dict:
          -exitcode in signal.valid_signals() else f'exit code {exitcode}')
   logging.error('a worker died (%s) converting %s; its shard is counted as worker_crashed '
                 'and not written (run the command again to retry it)', how,
-                unit.path or f'{unit.tfds_name}:{unit.tfds_split}')
+                unit.input)
   return {'shard': f'part-{unit.index:05d}-of-{total:05d}', 'written': 0,
           'skipped': {'worker_crashed': 1}}
 
