@@ -7,15 +7,16 @@ get_config(arg): arg is a comma-separated list.
           with m = 0.99, queues of K = 9,600 keys (10 global batches of 960), fixed tau = 0.07;
           needs real data: set config.data.sources.
           Starts from public checkpoints as the paper does (configs/pretrained.py has the
-          download commands), read from $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights):
+          download commands), read from $W = $VLALIGN_WEIGHTS (default
+          ~/.cache/vlalign/weights):
           the image tower from timm's tf_efficientnet_b5.ns_jft_in1k (TF 'same' padding,
           ImageNet pixel stats; the classifier head is not used):
-            model.image.init_from  timm:$VLALIGN_WEIGHTS/tf_efficientnet_b5.ns_jft_in1k/model.safetensors
+            model.image.init_from  timm:$W/tf_efficientnet_b5.ns_jft_in1k/model.safetensors
           BriVL's text encoder is a (Chinese) RoBERTa; vlalign maps no RoBERTa checkpoint (its
           byte-level BPE and position offset differ from BERT's), so the text tower starts from
           bert-base-uncased, the same size, with its uncased WordPiece vocab.txt:
-            model.text.init_from   hf:$VLALIGN_WEIGHTS/bert-base-uncased/model.safetensors
-            data.tokenizer.vocab_file  $VLALIGN_WEIGHTS/bert-base-uncased/vocab.txt
+            model.text.init_from   hf:$W/bert-base-uncased/model.safetensors
+            data.tokenizer.vocab_file  $W/bert-base-uncased/vocab.txt
           For another language set both to a BERT of that language (any HF BERT folder).
           Without the files the run stops while validating, naming the field and the path.
   scratch the recipe at paper scale with both towers from scratch (set data.tokenizer.vocab_file).

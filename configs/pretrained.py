@@ -74,8 +74,9 @@ def vit_in21k(config: ml_collections.ConfigDict) -> None:
 
 
 def deit_b16(config: ml_collections.ConfigDict) -> None:
-  """ViCHA's image tower: DeiT-B/16 (ImageNet-1k, as ALBEF / ViCHA load it), ImageNet stats."""
-  timm_vit(config, DEIT, image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD)
+  """ViCHA's image tower: DeiT-B/16 (ImageNet-1k, as ALBEF / ViCHA load it). Pixel stats as
+  their code normalises (ALBEF's transforms use CLIP's mean / std, not DeiT's ImageNet ones)."""
+  timm_vit(config, DEIT, image_ops.CLIP_MEAN, image_ops.CLIP_STD)
 
 
 def tf_efficientnet(config: ml_collections.ConfigDict, variant: str) -> None:

@@ -15,15 +15,17 @@ get_config(arg): arg is a comma-separated list.
           with tools/import_weights and pass its workdir, README "Start from pretrained
           weights").
           Starts, as ViCHA's code (after ALBEF) does, from public checkpoints
-          (configs/pretrained.py has the download commands), read from $VLALIGN_WEIGHTS
-          (default ~/.cache/vlalign/weights): the image tower from timm's DeiT-B/16
-          (deit_base_patch16_224.fb_in1k: exact GELU, LayerNorm eps 1e-6, ImageNet pixel
-          stats; its 14x14 position table resized to 16x16 for 256 px), the text tower from the
+          (configs/pretrained.py has the download commands), read from
+          $W = $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights): the image tower from timm's
+          DeiT-B/16 (deit_base_patch16_224.fb_in1k: exact GELU, LayerNorm eps 1e-6; pixels
+          normalised with CLIP's mean / std as ViCHA's (ALBEF's) transforms do, where DeiT
+          was trained with ImageNet's: set data.pixel_mean/std to image_ops.IMAGENET_* for
+          those; its 14x14 position table resized to 16x16 for 256 px), the text tower from the
           first 6 layers of bert-base-uncased (model.text.init_first_layers) with its uncased
           WordPiece vocab.txt:
-            model.image.init_from  timm:$VLALIGN_WEIGHTS/deit_base_patch16_224.fb_in1k/model.safetensors
-            model.text.init_from   hf:$VLALIGN_WEIGHTS/bert-base-uncased/model.safetensors
-            data.tokenizer.vocab_file  $VLALIGN_WEIGHTS/bert-base-uncased/vocab.txt
+            model.image.init_from  timm:$W/deit_base_patch16_224.fb_in1k/model.safetensors
+            model.text.init_from   hf:$W/bert-base-uncased/model.safetensors
+            data.tokenizer.vocab_file  $W/bert-base-uncased/vocab.txt
           Without the files the run stops while validating, naming the field and the path.
   scratch the recipe at paper scale with both towers from scratch (set data.tokenizer.vocab_file).
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512, its lr and

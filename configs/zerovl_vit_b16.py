@@ -13,10 +13,10 @@ get_config(arg): arg is a comma-separated list.
           download commands): the image tower from timm's ImageNet-21k ViT-B/16
           (vit_base_patch16_224.augreg_in21k: exact GELU, LayerNorm eps 1e-6, pixels to
           [-1, 1]), the text tower from bert-base-uncased with its uncased WordPiece vocab.txt,
-          read from $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights):
-            model.image.init_from  timm:$VLALIGN_WEIGHTS/vit_base_patch16_224.augreg_in21k/model.safetensors
-            model.text.init_from   hf:$VLALIGN_WEIGHTS/bert-base-uncased/model.safetensors
-            data.tokenizer.vocab_file  $VLALIGN_WEIGHTS/bert-base-uncased/vocab.txt
+          read from $W = $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights):
+            model.image.init_from  timm:$W/vit_base_patch16_224.augreg_in21k/model.safetensors
+            model.text.init_from   hf:$W/bert-base-uncased/model.safetensors
+            data.tokenizer.vocab_file  $W/bert-base-uncased/vocab.txt
           Without the files the run stops while validating, naming the field and the path.
   scratch the paper's recipe with both towers from scratch (set data.tokenizer.vocab_file).
   small   the demo's towers and budget (configs/demo.py: 600 steps of 512) with ZeroVL's pieces:

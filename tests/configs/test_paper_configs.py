@@ -16,8 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # config -> (image checkpoint, image format, act, pixel mean)
 PAPERS = {
     'zerovl_vit_b16.py': ('vit_base_patch16_224.augreg_in21k', 'timm', 'gelu', (127.5,) * 3),
-    'vicha_vit_b16.py': ('deit_base_patch16_224.fb_in1k', 'timm', 'gelu',
-                         image_ops.IMAGENET_MEAN),
+    'vicha_vit_b16.py': ('deit_base_patch16_224.fb_in1k', 'timm', 'gelu', image_ops.CLIP_MEAN),
     'brivl_effnet_bert.py': ('tf_efficientnet_b5.ns_jft_in1k', 'timm', None,
                              image_ops.IMAGENET_MEAN),
 }
@@ -83,7 +82,8 @@ def test_env_default_is_the_cache_folder(monkeypatch):
 
 
 def test_shallower_text_tower_takes_the_first_layers():
-  from tests.weights.test_parity import build, fixture, tiny_config  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from tests.weights.test_parity import build, fixture, tiny_config
   path, _ = fixture('hf_bert')  # a 2-layer BERT written by transformers
   config = tiny_config()
   convert.configure(config, 'hf', path, load.hints_for(path))
