@@ -10,8 +10,24 @@ get_config(arg): arg is a comma-separated list.
           weight 1, visual concepts (4 of the top 15, 2-layer encoder); logit scale with ALBEF's
           clamp (optimizer.log_scale_range: temperature in [0.001, 0.5]); AdamW lr 1e-4, wd
           0.02, cosine to 1e-5, batch 128.
-          Needs real data (config.data.sources, data.tokenizer.vocab_file) and a concepts file
-          (method.concepts_file, from python -m vlalign.tools.concepts).
+          Needs real data (config.data.sources) and a concepts file (method.concepts_file,
+          from python -m vlalign.tools.concepts; ViCHA ranks with a CLIP model: import one
+          with tools/import_weights and pass its workdir, README "Start from pretrained
+          weights").
+          Starts, as ViCHA's code (after ALBEF) does, from public checkpoints
+          (configs/pretrained.py has the download commands), read from
+          $W = $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights): the image tower from timm's
+          DeiT-B/16 (deit_base_patch16_224.fb_in1k: exact GELU, LayerNorm eps 1e-6; pixels
+          normalised with CLIP's mean / std as ViCHA's (ALBEF's) transforms do, where DeiT
+          was trained with ImageNet's: set data.pixel_mean/std to image_ops.IMAGENET_* for
+          those; its 14x14 position table resized to 16x16 for 256 px), the text tower from the
+          first 6 layers of bert-base-uncased (model.text.init_first_layers) with its uncased
+          WordPiece vocab.txt:
+            model.image.init_from  timm:$W/deit_base_patch16_224.fb_in1k/model.safetensors
+            model.text.init_from   hf:$W/bert-base-uncased/model.safetensors
+            data.tokenizer.vocab_file  $W/bert-base-uncased/vocab.txt
+          Without the files the run stops while validating, naming the field and the path.
+  scratch the recipe at paper scale with both towers from scratch (set data.tokenizer.vocab_file).
   small   the demo's towers, data and budget (configs/demo.py: 600 steps of 512, its lr and
           warm-up) with ViCHA's parts: the demo's ViT has 4 blocks and its text tower 2 layers,
           so one level is aligned, ViT block 3 with text layer 1 (the last intermediate level
@@ -54,8 +70,9 @@ def vicha_method(config: ml_collections.ConfigDict, *, levels, queue_batches: in
   config.optimizer.log_scale_range = (math.log(2.0), math.log(1000.0))
 
 
-def paper_config() -> ml_collections.ConfigDict:
-  """ViT-B/16 (256 px) + 6-layer BERT-Base, embeddings 256, batch 128."""
+def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
+  """ViT-B/16 (256 px) + 6-layer BERT-Base, embeddings 256, batch 128; `pretrained` starts from
+  DeiT-B/16 and the first 6 layers of bert-base-uncased."""
   config = config_lib.base_config()
   d = config.data
   d.sources = ()  # set to your data, with data.tokenizer.vocab_file
@@ -85,6 +102,11 @@ def paper_config() -> ml_collections.ConfigDict:
   config.method.concepts_encoder.update(width=768, depth=2, num_heads=12)
   config.method.update(concepts_file='', concepts_len=30)
   config.log_every, config.checkpoint_every = 100, 2_000
+  if pretrained:
+    weights = _load('pretrained.py')
+    weights.deit_b16(config)
+    weights.bert_base_uncased(config)
+    config.model.text.init_first_layers = True  # 6 of bert-base-uncased's 12 layers
   return config
 
 
@@ -113,4 +135,4 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   args = set(filter(None, (arg or '').split(',')))
   if args & {'small', 'tiny'}:
     return demo_config(','.join(sorted(args)))
-  return paper_config()
+  return paper_config(pretrained='scratch' not in args)

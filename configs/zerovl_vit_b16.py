@@ -8,7 +8,17 @@ get_config(arg): arg is a comma-separated list.
           ZeroVL's text augmentation (0.2); global batch 16,384 as 16 decoupled micro-batches of
           1,024; AdamW (0.9, 0.98), eps 1e-6, wd 1e-3, lr 1e-4 with 2.5% warm-up and cosine decay
           to 0.1x over 20 epochs of 14.2M pairs. Needs real data: set config.data.sources
-          (several, for debiased sampling) and config.data.tokenizer.vocab_file.
+          (several, for debiased sampling).
+          Starts, as the paper does, from public checkpoints (configs/pretrained.py has the
+          download commands): the image tower from timm's ImageNet-21k ViT-B/16
+          (vit_base_patch16_224.augreg_in21k: exact GELU, LayerNorm eps 1e-6, pixels to
+          [-1, 1]), the text tower from bert-base-uncased with its uncased WordPiece vocab.txt,
+          read from $W = $VLALIGN_WEIGHTS (default ~/.cache/vlalign/weights):
+            model.image.init_from  timm:$W/vit_base_patch16_224.augreg_in21k/model.safetensors
+            model.text.init_from   hf:$W/bert-base-uncased/model.safetensors
+            data.tokenizer.vocab_file  $W/bert-base-uncased/vocab.txt
+          Without the files the run stops while validating, naming the field and the path.
+  scratch the paper's recipe with both towers from scratch (set data.tokenizer.vocab_file).
   small   the demo's towers and budget (configs/demo.py: 600 steps of 512) with ZeroVL's pieces:
           debiased sampling over the embedded data's two sources, mixup, text augmentation and
           2 decoupled micro-batches and ZeroVL's fixed temperature 0.02, so its held-out numbers
@@ -23,6 +33,11 @@ import ml_collections
 from vlalign import config_lib
 
 
+def _load(name: str):
+  return config_lib.load_config_module(
+      os.path.join(os.path.dirname(os.path.abspath(__file__)), name))
+
+
 def zerovl_pieces(config: ml_collections.ConfigDict, micro_batches: int) -> None:
   """Debiased sampling, coin-flipping mixup, text augmentation, decoupled accumulation."""
   config.data.mixing = 'debiased'
@@ -32,7 +47,8 @@ def zerovl_pieces(config: ml_collections.ConfigDict, micro_batches: int) -> None
   config.loss.update(name='softmax', label_smoothing=0.0, reduction='mean')
 
 
-def paper_config() -> ml_collections.ConfigDict:
+def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
+  """The paper's recipe; `pretrained` starts from the in21k ViT-B/16 and bert-base-uncased."""
   config = config_lib.base_config()
   d = config.data
   d.sources = ()  # several sources of your data (debiased sampling draws one per batch)
@@ -58,6 +74,10 @@ def paper_config() -> ml_collections.ConfigDict:
                           decay='cosine', end_lr_factor=0.1, weight_decay=1e-3, b1=0.9,
                           b2=0.98, eps=1e-6, grad_clip=0.0)
   config.log_every, config.checkpoint_every = 100, 2_000
+  if pretrained:
+    weights = _load('pretrained.py')
+    weights.vit_in21k(config)
+    weights.bert_base_uncased(config)
   return config
 
 
@@ -65,10 +85,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """ZeroVL ViT-B/16 + BERT-Base; `small` / `tiny` on the embedded data."""
   args = set(filter(None, (arg or '').split(',')))
   if not args & {'small', 'tiny'}:
-    return paper_config()
-  demo = config_lib.load_config_module(
-      os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py'))
-  config = demo.get_config('tiny' if 'tiny' in args else 'v48')
+    return paper_config(pretrained='scratch' not in args)
+  config = _load('demo.py').get_config('tiny' if 'tiny' in args else 'v48')
   config.data.sources = ('embedded:studio', 'embedded:sketch')
   zerovl_pieces(config, micro_batches=2)
   # ZeroVL keeps its temperature fixed at 0.02 (the demo learns it from 0.07).

@@ -142,7 +142,10 @@ def _model_defaults() -> ml_collections.ConfigDict:
                 # per example, [CLS] kept; none at eval). 'vit' and 'clip_vit' towers only.
                 'patch_dropout': 0.0},
       'text': {'name': 'transformer', 'width': 128, 'depth': 3, 'num_heads': 4,
-               'mlp_ratio': 4.0, 'dropout': 0.0, 'init_from': '', 'trainable': True},
+               'mlp_ratio': 4.0, 'dropout': 0.0, 'init_from': '', 'trainable': True,
+               # True: a tower shallower than its init_from checkpoint takes the checkpoint's
+               # first layers (ViCHA / ALBEF: 6 of BERT-Base's 12); False: a depth mismatch stops.
+               'init_first_layers': False},
       # A whole two-tower model (towers, projections, temperature) to start from: a vlalign
       # workdir (e.g. one written by python -m vlalign.tools.import_weights), 'openclip:<path>'
       # or 'hf:<path>' (ALIGN); applied before the towers' own init_from; '' = none.
@@ -546,6 +549,8 @@ def _validate_init_from(m: ml_collections.ConfigDict) -> None:
     spec = m[tower].get('init_from', '')
     _check(isinstance(m[tower].get('trainable', True), bool), f'model.{tower}.trainable',
            'must be True or False')
+    _check(isinstance(m[tower].get('init_first_layers', False), bool),
+           f'model.{tower}.init_first_layers', 'must be True or False')
     if not spec:
       continue
     fmt, _, path = spec.partition(':')

@@ -111,7 +111,7 @@ def _projection(kind: str, embed_dim: int, tower: str) -> Callable[[jnp.ndarray]
 
 
 # Tower config fields that are not constructor arguments (read by train.py and optim.py).
-NON_TOWER_FIELDS = ('init_from', 'trainable')
+NON_TOWER_FIELDS = ('init_from', 'trainable', 'init_first_layers')
 
 
 def _tower_kwargs(tower_cfg: ml_collections.ConfigDict) -> dict:

@@ -1,13 +1,20 @@
 """Builds ViCHA's visual concepts: a concept vocabulary from the training captions, ranked per
-training image by a trained vlalign checkpoint (the teacher), the top ones stored per example id.
+training image by a teacher model, the top ones stored per example id.
 
-python -m vlalign.tools.concepts --config=configs/demo.py --workdir=workdirs/demo \
-    --output=concepts.jsonl [--top=15] [--min_count=5] [--max_concepts=1000] \
-    [--save_embeddings]
+python -m vlalign.tools.concepts --workdir=TEACHER --output=concepts.jsonl \
+    [--config=configs/vicha_vit_b16.py] [--checkpoint=STEP] [--top=15] [--min_count=5] \
+    [--max_concepts=1000] [--save_embeddings]
 
-The config is the teacher's (its model, tokenizer and checkpoint in --workdir); its
-config.data.sources are the training data whose examples get concepts (override them with
---config.data.sources=... when the student trains on other data). Train with
+The teacher is any model vlalign.inference.load reads: a trained workdir or one written by
+python -m vlalign.tools.import_weights, e.g. an OpenCLIP ViT-B/16 as ViCHA uses CLIP:
+  python -m vlalign.tools.import_weights --format=openclip \
+      --checkpoint=ViT-B-16/open_clip_model.safetensors --output=workdirs/clip_b16
+  python -m vlalign.tools.concepts --workdir=workdirs/clip_b16 \
+      --config=configs/vicha_vit_b16.py --config.data.sources=... --output=concepts.jsonl
+Its model, tokenizer (the concept words are tokenized with the teacher's own: CLIP's BPE for an
+OpenCLIP import) and image view (size, resize, pixel mean / std) come from <workdir>/config.json.
+--config (default: the teacher's config) names the training data whose examples get concepts:
+its config.data.sources (and data settings: cache_dir, filters). Train with
 config.method.concepts_file=<output>.
 
 Vocabulary (no NLP model can be downloaded here, so no POS tagger): the lower-cased alphabetic
@@ -16,7 +23,7 @@ pronouns, prepositions, conjunctions, auxiliaries, numerals, quantifiers, common
 least 3 letters long, that occur in at least --min_count captions; the --max_concepts most
 frequent (ties by spelling). This keeps nouns, and also content adjectives and verbs (on the
 embedded data: shapes, colours, sizes, positions, styles) that a POS filter would drop.
-Ranking: cosine of the teacher's normalised image embedding (eval view) with the teacher's text
+Ranking: cosine of the teacher's normalised image embedding (its eval view) with its text
 embedding of each concept word (tokenized with the teacher's tokenizer); the --top highest,
 ties by vocabulary order. Output: JSON lines {"id", "concepts", "scores"} (data/concepts.py);
 --save_embeddings also writes <output>.npz (ids, vocab, image_emb, concept_emb).
@@ -53,9 +60,10 @@ often quite rather almost again once
 
 
 def _define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Teacher config (`path.py` or `path.py:arg`).',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', None, 'The teacher\'s training workdir (its checkpoint ranks).')
+  config_flags.DEFINE_config_file('config', None, 'Config of the training data whose examples '
+                                  'get concepts (default: the teacher\'s).', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'The teacher: a trained or imported workdir '
+                      '(vlalign.inference.load).')
   flags.DEFINE_string('output', None, 'The concepts file to write (JSON lines).')
   flags.DEFINE_integer('checkpoint', None, 'Teacher step (default: the newest).')
   flags.DEFINE_integer('top', 15, 'Concepts kept per image.')
@@ -92,8 +100,9 @@ def rank(image_emb: np.ndarray, concept_emb: np.ndarray, top: int,
   return np.concatenate(idx), np.concatenate(scores)
 
 
-def _training_images(config, sources, tokenizer_free_batch: int):
-  """Yields (ids, texts, images) batches of every kept training record (eval view), once."""
+def _training_images(config, view, sources, batch: int):
+  """Yields (ids, texts, images) batches of every kept training record of `config`'s data,
+  once, as the teacher's eval view (`view`: its config.data)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vlalign.data import filters, image_ops, pipeline  # pylint: disable=g-import-not-at-top
   d = config.data
@@ -102,50 +111,39 @@ def _training_images(config, sources, tokenizer_free_batch: int):
   def prepare(index, record):
     del index
     image, text, uid, _ = record
-    img = image_ops.eval_view(image_ops.decode(image), resize=d.resize_size, crop=d.image_size,
-                               **image_ops.pixel_stats(d))
+    img = image_ops.eval_view(image_ops.decode(image), resize=view.resize_size,
+                              crop=view.image_size, **image_ops.pixel_stats(view))
     return {'id': uid, 'text': text, 'image': img}
 
   for s, src in enumerate(sources):
     ds = pipeline.record_stream(src, d, checks, seed=pipeline.source_seed(config.seed, s),
                                 epochs=1)
     ds = ds.filter(lambda i, r: tf.equal(r[3], 0)).map(prepare).ignore_errors()
-    for b in ds.batch(tokenizer_free_batch).as_numpy_iterator():
+    for b in ds.batch(batch).as_numpy_iterator():
       yield b['id'], b['text'], b['image']
 
 
-def build(config, workdir: str, output: str, *, step=None, top: int = 15, min_count: int = 5,
-          max_concepts: int = 1000, batch: int = 256, save_embeddings: bool = False) -> dict:
-  """Writes the concepts file (module docstring); returns a summary."""
-  import jax  # pylint: disable=g-import-not-at-top
+def embed_training_images(teacher, config, batch: int):
+  """(ids, captions, unit image embeddings [N, d]) of `config`'s training records, each id once
+  (the first record of a repeated id)."""
   from vlalign import train  # pylint: disable=g-import-not-at-top
-  from vlalign.evaluate.heldout import batched_apply  # pylint: disable=g-import-not-at-top
-  r = train.restore_for_inference(config, workdir, step)
-  model, tokenizer = r['model'], r['tokenizer']
-  variables = jax.device_get({'params': r['params'], **(r['model_state'] or {})})
-  encode_image = jax.jit(lambda x: model.apply(variables, x, method='encode_image'))
-  encode_text = jax.jit(lambda t: model.apply(variables, t, method='encode_text'))
-  logging.info('teacher: %s at step %d', workdir, r['step'])
+  sources = train.prepare_data(config)['sources']
   ids, texts, embs, seen = [], [], [], set()
-  for uid, text, images in _training_images(config, r['paths']['sources'], batch):
-    emb = batched_apply(encode_image, images, batch)
+  for uid, text, images in _training_images(config, teacher.config.data, sources, batch):
+    emb = teacher.encode_image(images)
     for i, u in enumerate(uid):
-      if u in seen:  # the same id twice (repeated records): keep the first
-        continue
-      seen.add(u)
-      ids.append(u.decode())
-      texts.append(text[i])
-      embs.append(emb[i])
+      if u not in seen:
+        seen.add(u)
+        ids.append(u.decode())
+        texts.append(text[i])
+        embs.append(emb[i])
     logging.info('embedded %d training images', len(ids))
   if not ids:
     raise ValueError('config.data.sources: no training records to rank')
-  vocab = concept_vocabulary(texts, min_count, max_concepts)
-  logging.info('concept vocabulary: %d words (min_count %d), most frequent %s', len(vocab),
-               min_count, vocab[:10])
-  tokens = np.asarray(tokenizer.tokenize(np.array(vocab, dtype=object)))
-  concept_emb = batched_apply(encode_text, tokens, batch)
-  image_emb = np.stack(embs)
-  idx, scores = rank(image_emb, concept_emb, top)
+  return ids, texts, np.stack(embs)
+
+
+def _write(output: str, ids, vocab, idx, scores) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + '.tmp'
   with open(tmp, 'w') as f:
@@ -153,11 +151,28 @@ def build(config, workdir: str, output: str, *, step=None, top: int = 15, min_co
       f.write(json.dumps({'id': uid, 'concepts': [vocab[j] for j in idx[i]],
                           'scores': [round(float(s), 6) for s in scores[i]]}) + '\n')
   os.replace(tmp, output)
+
+
+def build(config, workdir: str, output: str, *, step=None, top: int = 15, min_count: int = 5,
+          max_concepts: int = 1000, batch: int = 256, save_embeddings: bool = False) -> dict:
+  """Writes the concepts file (module docstring) ranked by the model in `workdir`, for the
+  training data of `config` (None: the teacher's config); returns a summary."""
+  from vlalign import inference  # pylint: disable=g-import-not-at-top
+  teacher = inference.load(workdir, step=step, batch_size=batch)
+  logging.info('teacher: %s at step %d, %s tokenizer', workdir, teacher.step,
+               teacher.config.data.tokenizer.kind)
+  ids, texts, image_emb = embed_training_images(teacher, config or teacher.config, batch)
+  vocab = concept_vocabulary(texts, min_count, max_concepts)
+  logging.info('concept vocabulary: %d words (min_count %d), most frequent %s', len(vocab),
+               min_count, vocab[:10])
+  concept_emb = teacher.encode_text(vocab)
+  idx, scores = rank(image_emb, concept_emb, top)
+  _write(output, ids, vocab, idx, scores)
   if save_embeddings:
     np.savez(output + '.npz', ids=np.array(ids), vocab=np.array(vocab), image_emb=image_emb,
              concept_emb=concept_emb)
   summary = {'output': output, 'examples': len(ids), 'vocab': len(vocab), 'top': top,
-             'teacher': os.path.abspath(workdir), 'step': r['step']}
+             'teacher': os.path.abspath(workdir), 'step': teacher.step}
   logging.info('wrote %s', summary)
   return summary
 
@@ -165,7 +180,7 @@ def build(config, workdir: str, output: str, *, step=None, top: int = 15, min_co
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  for name in ('config', 'workdir', 'output'):
+  for name in ('workdir', 'output'):
     if FLAGS[name].value is None:
       raise app.UsageError(f'--{name} is required')
   from vlalign import errors  # pylint: disable=g-import-not-at-top

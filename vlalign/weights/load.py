@@ -4,6 +4,7 @@ a whole two-tower checkpoint). Everything here runs on the host with NumPy array
 
 import logging
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -74,6 +75,20 @@ def fit(loaded: dict[str, np.ndarray], target: Mapping[str, tuple], source: str)
   return common.check_fit(loaded, target, source)
 
 
+def first_layers(params: dict[str, np.ndarray], target: Mapping[str, tuple],
+                 source: str) -> dict[str, np.ndarray]:
+  """`params` without the numbered layers ('layer<i>/', 'encoder/block<i>/') the configured tower
+  lacks: a shallower tower takes the checkpoint's first layers (ALBEF / ViCHA: the first 6 of
+  BERT-Base's 12)."""
+  layer = lambda k: re.search(r'(?:^|/)((?:layer|block)\d+)/', k)
+  deep = {k for k in params if k not in target and layer(k)}
+  if deep:
+    names = sorted({layer(k).group(1) for k in deep}, key=lambda n: int(re.sub(r'\D', '', n)))
+    logging.info('%s: the configured tower takes the first layers; %d checkpoint layer(s) not '
+                 'used: %s', source, len(names), ', '.join(names))
+  return {k: v for k, v in params.items() if k not in deep}
+
+
 def _workdir_variables(workdir: str) -> dict[str, np.ndarray]:
   """'params/...' and model-state arrays of the newest checkpoint in a vlalign workdir."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
@@ -126,6 +141,8 @@ def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarra
       name = f'params/{tower}_tower'
       sub = {k[len(name) + 1:]: s for k, s in target.items() if k.startswith(name + '/')}
       params = tower_tensors(fmt, path, tower, sub)
+      if model_cfg[tower].get('init_first_layers', False):
+        params = first_layers(params, sub, f'model.{tower}.init_from')
       loaded.update({common.place(k, tower): v for k, v in params.items()})
   if not loaded:
     return {}
