@@ -83,9 +83,11 @@ def main(argv) -> None:
   t0 = time.time()
   logging.info('learning a WordPiece vocabulary from %s', FLAGS.input)
   skipped = {}
-  vocab = learn_vocab(texts_from_shards(FLAGS.input, skipped), FLAGS.vocab_size,
-                      FLAGS.lower_case)
-  write_vocab(vocab, FLAGS.output)
+  from vlalign import errors  # pylint: disable=g-import-not-at-top
+  with errors.one_line('vlalign.tools.build_vocab'):  # unreadable input / output: one line
+    vocab = learn_vocab(texts_from_shards(FLAGS.input, skipped), FLAGS.vocab_size,
+                        FLAGS.lower_case)
+    write_vocab(vocab, FLAGS.output)
   if skipped:
     logging.warning('records skipped (no usable caption): %s', dict(sorted(skipped.items())))
   print(f'wrote {len(vocab)} tokens to {FLAGS.output} in {time.time() - t0:.1f}s', flush=True)

@@ -70,12 +70,10 @@ def main(argv) -> None:
   for name in ('workdir', 'format', 'output'):
     if not getattr(FLAGS, name):
       raise app.UsageError(f'--{name} is required')
-  from vlalign.weights.common import WeightsError  # pylint: disable=import-outside-toplevel
-  try:
+  from vlalign import errors  # pylint: disable=import-outside-toplevel
+  with errors.one_line('vlalign'):  # user-facing errors (weights, config, files): one line
     print(json.dumps({'written': export(FLAGS.workdir, FLAGS.format, FLAGS.output,
                                         FLAGS.config)}))
-  except (WeightsError, FileNotFoundError) as e:
-    raise SystemExit(f'vlalign: {e}') from None
 
 
 if __name__ == '__main__':

@@ -92,13 +92,10 @@ def main(argv) -> None:
   for name in ('format', 'checkpoint', 'output'):
     if not getattr(FLAGS, name):
       raise app.UsageError(f'--{name} is required')
-  from vlalign import config_lib  # pylint: disable=import-outside-toplevel
-  from vlalign.weights.common import WeightsError  # pylint: disable=import-outside-toplevel
-  try:
+  from vlalign import errors  # pylint: disable=import-outside-toplevel
+  with errors.one_line('vlalign'):  # user-facing errors (weights, config, files): one line
     config = import_checkpoint(FLAGS.config, FLAGS.format, FLAGS.checkpoint, FLAGS.output,
                                FLAGS.model_config, FLAGS.image_size)
-  except (WeightsError, config_lib.ConfigError) as e:
-    raise SystemExit(f'vlalign: {e}') from None
   print(json.dumps({'output': os.path.abspath(FLAGS.output), 'image': config.model.image.name,
                     'text': config.model.text.name}))
 
