@@ -45,3 +45,19 @@ def tiny_workdir(tmp_path_factory, cache):
   workdir = tmp_path_factory.mktemp('tiny_workdir')
   train.train_and_evaluate(config, str(workdir))
   return workdir
+
+
+def pytest_configure(config):
+  config.addinivalue_line('markers', 'slow: multi-minute multi-process runs; run with '
+                          'VLALIGN_SLOW_TESTS=1 (kept out of the CI budget)')
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `slow` run only with VLALIGN_SLOW_TESTS=1 (docs/BENCHMARKS.md, "Test suite")."""
+  import os  # pylint: disable=g-import-not-at-top
+  if os.environ.get('VLALIGN_SLOW_TESTS') == '1':
+    return
+  skip = pytest.mark.skip(reason='slow: set VLALIGN_SLOW_TESTS=1 to run it')
+  for item in items:
+    if 'slow' in item.keywords:
+      item.add_marker(skip)

@@ -32,6 +32,7 @@ def test_main_stops_at_once_with_one_line_naming_the_field(tmp_path):
   assert 'Traceback' not in proc.stderr and not (tmp_path / 'wd').exists()
 
 
+@pytest.mark.slow
 def test_align_b7_runlocal_trains_through_main(tmp_path):
   # EfficientNet (batch norm, stochastic depth) + BERT (dropout), held-out eval with the batch
   # statistics. align_l2:runlocal (remat, 2-axis mesh) runs the same code path; it takes longer.

@@ -68,6 +68,7 @@ def test_accumulated_step_needs_less_temporary_memory(checks):
   assert m['temp_bytes_k8'] < 0.6 * m['temp_bytes_k1'], m
 
 
+@pytest.mark.slow
 def test_zerovl_recipe_trains_through_main_and_accumulation_changes_nothing(tmp_path, cache):
   """configs/zerovl_vit_b16.py:tiny (debiased sampling over the embedded sources, mixup, text
   augmentation, 2 decoupled micro-batches) against the same recipe in one pass, both with

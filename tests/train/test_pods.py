@@ -157,6 +157,7 @@ def _read(path) -> str:
     return f.read()
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step(straight_batch, tmp_path, cache):
   """Pod-safe preemption: only process 1 gets SIGTERM. JAX's preemption sync point makes both
   stop after the same step; both checkpoint it (one collective save) and exit 0 within 120 s;
@@ -186,6 +187,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(straight_batch, tmp_
 PEER_TIMEOUT_S = 20
 
 
+@pytest.mark.slow
 def test_a_killed_peer_ends_the_other_process_with_one_line(tmp_path, cache):
   """Process 1 is SIGKILLed mid-run: process 0 does not wait for ever in the next collective;
   it exits 1 with one line naming config.peer_timeout_s within that time (plus the step in
