@@ -266,6 +266,7 @@ def test_weighted_mixture_follows_the_weights_and_resumes_exactly(small_dataset)
   assert len(srcs) == 2 and first.state().positions[1] > 0
 
 
+@pytest.mark.slow
 def test_main_trains_on_converted_shards_mixed_with_the_raw_tars(wds, tmp_path, small_dataset):
   """Through vlalign.main: the converted shards and the broken tars as a weighted mixture; the
   run finishes, logs data/skipped/<reason> for the tars' bad samples and can be resumed."""

@@ -108,6 +108,7 @@ def test_linear_probe_matches_scipy_and_separates_what_is_separable():
   assert noise['test_acc'] < 0.6
 
 
+@pytest.mark.slow
 def test_evals_datasets_run_through_main_into_eval_files(tmp_path):
   workdir = tmp_path / 'wd'
   evals = ("({'name': 'shape_probe', 'kind': 'linear_probe', 'source': 'embedded:heldout', "

@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from tests.train.test_main import read_metrics, run_main
 from tests.weights.test_parity import FIXTURES
@@ -26,6 +27,7 @@ def test_locked_tower_keeps_its_batch_norm_statistics():
   np.testing.assert_array_equal(kept['batch_stats']['text_tower']['bn']['mean'], np.ones(2))
 
 
+@pytest.mark.slow
 def test_main_from_imported_tower_locked_stays_bit_identical(tmp_path, cache):
   """A tiny demo run whose ViT image tower starts from the timm fixture (resized from 32 px to
   the demo's 64 px) and is locked: it trains, and the tower ends exactly as imported."""
