@@ -157,3 +157,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
             f'step {st}: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:300]}'
             for st, e in failed)) from failed[0][1]
   return None
+
+
+def pick_step(steps: list[int], step: int | None, folder: str) -> int:
+  """`step` (default: the newest of `steps`); FileNotFoundError naming `folder` when there is no
+  checkpoint or not that one."""
+  if not steps:
+    raise FileNotFoundError(f'no checkpoints in {folder}')
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint at step {step} in {folder} (there are {steps})')
+  return step

@@ -177,13 +177,8 @@ def load(path: str, step: int | None = None, config=None, batch_size: int | None
   from vlalign import train  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(path) if '://' not in path else path
   config = resolve_config(config, path)
-  steps = checkpoint_steps(path)
-  if not steps:
-    raise FileNotFoundError(f'no checkpoints in {os.path.join(path, "checkpoints")}')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f'no checkpoint at step {step} in {path}/checkpoints (there are '
-                            f'{steps})')
+  from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
+  step = checkpoint.pick_step(checkpoint_steps(path), step, os.path.join(path, 'checkpoints'))
   tokenizer = train.make_tokenizer(config, vocab_path(config))
   model = train.build_model(config, tokenizer)
   d = config.data

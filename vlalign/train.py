@@ -412,13 +412,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
                                optim.frozen_towers(config.model))
   state, shardings = init_state(config, model, tx, mesh, load_weights=False)
   manager = checkpoint.make_manager(os.path.join(workdir, 'checkpoints'), save_every=1, keep=None)
-  steps = sorted(manager.all_steps())
-  if not steps:
-    raise FileNotFoundError(f'no checkpoints in {os.path.join(workdir, "checkpoints")}')
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f'no checkpoint at step {step} in {workdir}/checkpoints '
-                            f'(there are {steps})')
+  step = checkpoint.pick_step(sorted(manager.all_steps()), step,
+                              os.path.join(workdir, 'checkpoints'))
   state, _ = checkpoint.restore_step(manager, step, _abstract(state, shardings))
   return {'model': model, 'tokenizer': tokenizer, 'paths': paths, 'params': state.params,
           'model_state': state.model_state, 'step': step}
