@@ -2,10 +2,16 @@
 
 python -m vlalign.tools.export --workdir=DIR --format=openclip|hf --output=OUT
 
-openclip: a model with clip_vit and clip_text towers -> OUT/open_clip_model.safetensors and
-OUT/open_clip_config.json ({'model_cfg': ...}, what open_clip's create_model reads).
-hf: the Bert text tower -> OUT/model.safetensors and OUT/config.json (transformers BertModel).
-The workdir's config comes from DIR/config.json (written by tools/import_weights) or --config.
+python -m vlalign.tools.export --workdir=DIR --format=hf --tower=image|text --output=OUT
+
+openclip: a model with a clip_vit or clip_resnet image tower and a clip_text tower ->
+OUT/open_clip_model.safetensors and OUT/open_clip_config.json ({'model_cfg': ...}, what
+open_clip's create_model reads), batch-norm statistics included.
+hf: one tower -> OUT/model.safetensors and OUT/config.json: a Bert text tower as transformers'
+BertModel, a ViT image tower (patch stem, class-token pooling) as ViTModel; --tower picks one
+when the model has both (the towers' projection heads have no counterpart there).
+The workdir's config comes from DIR/config.json (every run and tools/import_weights write it)
+or --config.
 """
 
 import json
@@ -24,6 +30,8 @@ def _define_flags() -> None:
   flags.DEFINE_enum('format', None, list(FILES), 'The library to export for.')
   flags.DEFINE_string('output', None, 'Directory for the checkpoint and its config.')
   flags.DEFINE_string('config', '', 'A config.json for the workdir (default: DIR/config.json).')
+  flags.DEFINE_enum('tower', 'auto', ['auto', 'image', 'text'], 'hf: the tower to export '
+                    '(auto: the only one Hugging Face has a model for).')
 
 
 def read_config(workdir: str, path: str = '') -> ml_collections.ConfigDict:
@@ -35,7 +43,26 @@ def read_config(workdir: str, path: str = '') -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def export(workdir: str, fmt: str, output: str, config_path: str = '') -> list[str]:
+def _hf_tower(config, tower: str) -> str:
+  """The tower --format=hf exports: `tower`, or with 'auto' the only one HF has a model for."""
+  from vlalign.weights import common  # pylint: disable=import-outside-toplevel
+  have = [t for t, name in (('image', 'vit'), ('text', 'bert'))
+          if config.model[t].name == name]
+  if tower == 'auto' and len(have) > 1:
+    raise common.WeightsError('--format=hf: both towers have a Hugging Face model; pass '
+                              '--tower=image or --tower=text')
+  if tower == 'auto' and have:
+    return have[0]
+  if tower not in have:
+    raise common.WeightsError(
+        f'--format=hf: Hugging Face export writes a Bert text tower or a ViT image tower; this '
+        f'model\'s image tower is {config.model.image.name!r}, its text tower '
+        f'{config.model.text.name!r}')
+  return tower
+
+
+def export(workdir: str, fmt: str, output: str, config_path: str = '',
+           tower: str = 'auto') -> list[str]:
   """Writes the checkpoint and config files of `fmt` into `output`; returns their paths."""
   # pylint: disable=import-outside-toplevel
   import numpy as np
@@ -44,17 +71,20 @@ def export(workdir: str, fmt: str, output: str, config_path: str = '') -> list[s
   from vlalign.weights import export as mapping
   config = read_config(workdir, config_path)
   flat = load._workdir_variables(workdir)  # pylint: disable=protected-access
-  params = {k[len('params/'):]: v for k, v in flat.items() if k.startswith('params/')}
   if fmt == 'openclip':
-    state = mapping.openclip_state(params)
+    state = mapping.openclip_state(flat)
     lib_config = mapping.openclip_config(config.model, config.data.image_size,
                                          config.data.max_len)
   elif fmt == 'hf':
-    if config.model.text.name != 'bert':
-      raise common.WeightsError('export to hf writes the Bert text tower; this model\'s is '
-                                f'{config.model.text.name!r}')
-    tower = {k[len('text_tower/'):]: v for k, v in params.items() if k.startswith('text_tower/')}
-    state, lib_config = mapping.bert_state(tower), mapping.bert_config(tower, config.model.text)
+    tower = _hf_tower(config, tower)
+    prefix = f'params/{tower}_tower/'
+    params = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    if tower == 'text':
+      state, lib_config = mapping.bert_state(params), mapping.bert_config(params,
+                                                                         config.model.text)
+    else:
+      state = mapping.vit_state(params, config.model.image)
+      lib_config = mapping.vit_config(params, config.model.image, config.data.image_size)
   else:
     raise common.WeightsError(f'--format must be one of {list(FILES)}, got {fmt!r}')
   os.makedirs(output, exist_ok=True)
@@ -73,7 +103,7 @@ def main(argv) -> None:
   from vlalign import errors  # pylint: disable=import-outside-toplevel
   with errors.one_line('vlalign'):  # user-facing errors (weights, config, files): one line
     print(json.dumps({'written': export(FLAGS.workdir, FLAGS.format, FLAGS.output,
-                                        FLAGS.config)}))
+                                        FLAGS.config, FLAGS.tower)}))
 
 
 if __name__ == '__main__':
