@@ -149,8 +149,11 @@ def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixel
   branches = [lambda r=r: tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=r)
               for r in DCT_RATIOS]
   with tf.control_dependencies([check]):
-    index = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / tf.math.log(2.0) + 0.5, tf.int32)
-    src = tf.switch_case(index, branches)
+    if dct_scaling:
+      index = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / tf.math.log(2.0) + 0.5, tf.int32)
+      src = tf.switch_case(index, branches)
+    else:
+      src = branches[0]()
   src.set_shape([None, None, 3])
   return _resample(src, lo, ratio, geometry, off, crop)
 
