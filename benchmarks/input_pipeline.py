@@ -16,6 +16,7 @@ tf.io.encode_jpeg quality 90, 5-20-word captions):
 Pipelines (224-px crops, resize target 256, batch --batch; web uses --web_batch):
   bare        TFRecordDataset (parallel interleave) -> parse -> decode_jpeg -> stateless
               random 224 crop -> batch: the least any pipeline does (web: no resize at all)
+  bare_float  256 only: bare with the crop cast to float32 (the cost of float batches)
   bare_view   bare with vlalign's train_view of the bytes in place of decode + crop (windowed
               decode, DCT scaling, crop, flip, normalise to float32): full minus the reader,
               shuffle, skip counting and tokenization
@@ -141,6 +142,13 @@ def resize_then_crop(data, key):
   return tf.image.stateless_random_crop(img, [224, 224, 3], seed=key)
 
 
+def crop_to_float(data, key):
+  """bare's decode + crop, then float32 pixels (what a model reads) instead of uint8."""
+  img = tf.image.stateless_random_crop(tf.io.decode_jpeg(data, channels=3), [224, 224, 3],
+                                       seed=key)
+  return tf.cast(img, tf.float32)
+
+
 def vlalign_view(data, key):
   """vlalign's training view of the bytes (windowed decode, DCT scaling, crop, flip, [-1, 1])."""
   return image_ops.train_view(data, key, resize=256, crop=224, random_crop=True, flip=True,
@@ -186,6 +194,8 @@ def run_round(args, kind: str, pattern: str, tok, r: int) -> dict[str, tuple]:
   web = kind == 'web'
   batch, n = (args.web_batch, args.web_batches) if web else (args.batch, args.batches)
   bares = {'bare': None, 'bare_view': vlalign_view}
+  if not web:
+    bares['bare_float'] = crop_to_float
   if web:
     bares['bare_resize'] = resize_then_crop
   out = {name: rates(iter(bare(pattern, batch, view).as_numpy_iterator()), n, batch)

@@ -95,7 +95,8 @@ def dct_ratio(hw: tf.Tensor, resize: int) -> tf.Tensor:
 
 def _window(off: tf.Tensor, crop: int, scale: tf.Tensor, size: tf.Tensor):
   """[lo, hi) per axis of a source of `size` pixels that the (antialiased triangle) kernel of
-  output pixels off .. off + crop - 1 reaches at `scale`, with a pixel to spare each side."""
+  output pixels off .. off + crop - 1 reaches at `scale`, with a pixel to spare each side (a
+  JPEG window needs that margin even at scale 1: its chroma upsampling reads neighbours)."""
   radius = tf.maximum(1.0, 1.0 / scale)
   first = (tf.cast(off, tf.float32) + 0.5) / scale - 0.5 - radius
   last = (tf.cast(off + crop, tf.float32) - 0.5) / scale - 0.5 + radius
@@ -104,33 +105,37 @@ def _window(off: tf.Tensor, crop: int, scale: tf.Tensor, size: tf.Tensor):
   return lo, hi
 
 
-def _resample(src, origin, ratio, geometry, off, crop: int) -> tf.Tensor:
+def _resample(src, origin, ratio, geometry, off, crop: int, flip_seed=None) -> tf.Tensor:
   """float32 [crop, crop, 3]: the window at `off` of the resized image, computed from `src`, the
-  part from `origin` of the image decoded at 1/`ratio`. Enlarging (whole image given) keeps
-  resize_shorter's plain bilinear; an image already at size is sliced; shrinking resamples
-  only the window with tf.image.resize's antialiased kernel (equal to resize-then-crop up to
-  float round-off)."""
+  part from `origin` of the image decoded at 1/`ratio`, flipped at random by `flip_seed`.
+  Enlarging (whole image given) keeps resize_shorter's plain bilinear; an image already at
+  size is sliced (and flipped before the float conversion); shrinking resamples only the
+  window with tf.image.resize's antialiased kernel (equal to resize-then-crop up to float
+  round-off)."""
   new, factor, scale = geometry
   start = tf.concat([off - origin, [0]], 0)
+  mirror = lambda x: x if flip_seed is None else tf.image.stateless_random_flip_left_right(
+      x, seed=flip_seed)  # the same draw for any dtype
 
   def enlarge():
-    return tf.slice(tf.image.resize(src, new, antialias=False), start, [crop, crop, 3])
+    return mirror(tf.slice(tf.image.resize(src, new, antialias=False), start, [crop, crop, 3]))
 
   def same():
-    return tf.cast(tf.slice(src, start, [crop, crop, 3]), tf.float32)
+    return tf.cast(mirror(tf.slice(src, start, [crop, crop, 3])), tf.float32)
 
   def shrink():
     s = scale * tf.cast(ratio, tf.float32)
     t = tf.cast(origin, tf.float32) * s - tf.cast(off, tf.float32)
-    return gen_image_ops.scale_and_translate(src[None], [crop, crop], s, t,
-                                             kernel_type='triangle', antialias=True)[0]
+    return mirror(gen_image_ops.scale_and_translate(src[None], [crop, crop], s, t,
+                                                    kernel_type='triangle', antialias=True)[0])
 
   out = tf.case([(factor > 1.0, enlarge), (tf.equal(factor, 1.0), same)], default=shrink)
   out.set_shape([crop, crop, 3])
   return out
 
 
-def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixels: int):
+def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixels: int,
+               flip_seed=None):
   """resized_crop of JPEG bytes: decodes only the window the crop needs (decode_and_crop_jpeg),
   at the smallest DCT scale that still covers `resize` when `dct_scaling`."""
   hw = tf.image.extract_jpeg_shape(data)[:2]
@@ -155,28 +160,31 @@ def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixel
     else:
       src = branches[0]()
   src.set_shape([None, None, 3])
-  return _resample(src, lo, ratio, geometry, off, crop)
+  return _resample(src, lo, ratio, geometry, off, crop, flip_seed)
 
 
 def resized_crop(img: tf.Tensor, resize: int, crop: int, place, *, dct_scaling: bool = False,
-                 max_pixels: int = MAX_PIXELS) -> tf.Tensor:
+                 max_pixels: int = MAX_PIXELS, flip_seed: tf.Tensor | None = None) -> tf.Tensor:
   """float32 (0..255) [crop, crop, 3]: the crop x crop window at `place(new size)` of `img`
   resized so its shorter side is `resize`, i.e. resize_shorter then crop, without resizing
   the rest. `img` is uint8 [h, w, 3] or encoded bytes; JPEG bytes are decoded only in the
   window, and with `dct_scaling` a large JPEG at the smallest DCT scale that still covers
-  `resize` (then resized exactly: close to, not equal to, the full decode's pixels)."""
+  `resize` (then resized exactly: close to, not equal to, the full decode's pixels). With
+  `flip_seed` the crop is mirrored as tf.image.stateless_random_flip_left_right would."""
   if img.dtype != tf.string:
     hw = tf.shape(img)[:2]
     geometry = shorter_side_geometry(hw, resize)
-    return _resample(img, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop)
+    return _resample(img, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop,
+                     flip_seed)
 
   def other():
     full = decode(img, max_pixels)
     geometry = shorter_side_geometry(tf.shape(full)[:2], resize)
-    return _resample(full, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop)
+    return _resample(full, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop,
+                     flip_seed)
 
-  return tf.cond(tf.io.is_jpeg(img),
-                 lambda: _crop_jpeg(img, resize, crop, place, dct_scaling, max_pixels), other)
+  return tf.cond(tf.io.is_jpeg(img), lambda: _crop_jpeg(
+      img, resize, crop, place, dct_scaling, max_pixels, flip_seed), other)
 
 
 def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, random_crop: bool,
@@ -190,9 +198,8 @@ def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, rando
     place = lambda new: random_offset(new, crop, seeds[0])
   else:
     place = lambda new: (new - crop) // 2
-  img = resized_crop(img, resize, crop, place, dct_scaling=dct_scaling, max_pixels=max_pixels)
-  if flip:
-    img = tf.image.stateless_random_flip_left_right(img, seed=seeds[1])
+  img = resized_crop(img, resize, crop, place, dct_scaling=dct_scaling, max_pixels=max_pixels,
+                     flip_seed=seeds[1] if flip else None)
   if grayscale:
     # Its own stream (fold_in), so crops and flips stay those of a run without it.
     u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 3))
