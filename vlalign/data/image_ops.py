@@ -2,8 +2,6 @@
 
 import tensorflow as tf
 
-from tensorflow.python.ops import gen_image_ops  # scale_and_translate: tf.image.resize's kernel
-
 
 # Decoded images larger than this are refused before any pixel buffer is allocated (a 60-byte
 # PNG header can claim 2^31 x 2^31 pixels).
@@ -126,8 +124,10 @@ def _resample(src, origin, ratio, geometry, off, crop: int, flip_seed=None) -> t
   def shrink():
     s = scale * tf.cast(ratio, tf.float32)
     t = tf.cast(origin, tf.float32) * s - tf.cast(off, tf.float32)
-    return mirror(gen_image_ops.scale_and_translate(src[None], [crop, crop], s, t,
-                                                    kernel_type='triangle', antialias=True)[0])
+    # tf.image.resize(antialias=True) is this op with translation 0.
+    return mirror(tf.raw_ops.ScaleAndTranslate(images=src[None], size=[crop, crop], scale=s,
+                                               translation=t, kernel_type='triangle',
+                                               antialias=True)[0])
 
   out = tf.case([(factor > 1.0, enlarge), (tf.equal(factor, 1.0), same)], default=shrink)
   out.set_shape([crop, crop, 3])
