@@ -93,6 +93,10 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # Probability that a training image is turned to grey (its caption still names colours):
       # those pairs can only be matched on shape, size and position.
       'grayscale': 0.0,
+      # Training views of JPEGs larger than twice data.resize_size are decoded at the smallest
+      # DCT scale (1/2, 1/4, 1/8) that still covers resize_size, then resized exactly: far
+      # cheaper, pixels within a few levels of the full decode (image_ops.resized_crop).
+      'dct_scaling': True,
       'max_len': 32,
       'shuffle_buffer': 4096,
       # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
@@ -366,7 +370,7 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
   _check_int(d.eval_batch, 'data.eval_batch', 1)
   _check_int(d.shuffle_buffer, 'data.shuffle_buffer', 1)
   _check_int(d.prefetch, 'data.prefetch', 0)
-  for name in ('random_crop', 'flip'):
+  for name in ('random_crop', 'flip', 'dct_scaling'):
     _check(isinstance(d[name], bool), f'data.{name}', f'must be True or False, got {d[name]!r}')
   e = d.embedded
   _check_int(e.seed, 'data.embedded.seed', 0)
