@@ -2,12 +2,14 @@
 positions (records consumed), on generated TFRecord shards; and the TFRecord readers' rates.
 
 nice -n 10 python benchmarks/resume_cost.py [--files=200] [--records=2500]
-    [--positions=10000,100000,1000000] [--baseline_repo=PATH] [--out=benchmarks/results/resume_cost.jsonl]
+    [--positions=10000,100000,1000000,1019999] [--baseline_repo=PATH]
+    [--baseline_positions=10000,100000] [--out=benchmarks/results/resume_cost.jsonl]
 
 The shards hold --files x --records tf.train.Examples of ~300 bytes (a 16 x 16 JPEG from a pool
 of 64, a short caption), written once into --data_dir. A position past one epoch lies in a
 later epoch. The state is constructed (no training): with equal files, a position p is group
-p // (cycle_length * records) and place p % (cycle_length * records).
+p // (cycle_length * records) and place p % (cycle_length * records) (1,019,999 is the last
+place of its group: the most a resume skips).
   resume     TrainIterator(state at p) -> first batch, wall seconds (construction included)
   baseline   the same at the same positions with the code of --baseline_repo (a checkout from
              before groups, whose DataState holds only positions: it re-reads p records)
@@ -123,8 +125,9 @@ def main() -> None:
   ap.add_argument('--data_dir', default=os.path.expanduser('~/.cache/vlalign/resume_cost'))
   ap.add_argument('--files', type=int, default=200)
   ap.add_argument('--records', type=int, default=2500)
-  ap.add_argument('--positions', default='10000,100000,1000000')
+  ap.add_argument('--positions', default='10000,100000,1000000,1019999')
   ap.add_argument('--baseline_repo', default='')
+  ap.add_argument('--baseline_positions', default='10000,100000')
   ap.add_argument('--one', type=int, default=-1, help=argparse.SUPPRESS)  # a child's position
   ap.add_argument('--out', default=os.path.join(ROOT, 'benchmarks/results/resume_cost.jsonl'))
   args = ap.parse_args()
@@ -136,10 +139,11 @@ def main() -> None:
   row = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
          'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(),
          'files': args.files, 'records_per_file': args.records}
-  for label, repo in (('resume', ROOT), ('baseline', args.baseline_repo)):
+  for label, repo, positions in (('resume', ROOT, args.positions),
+                                 ('baseline', args.baseline_repo, args.baseline_positions)):
     if not repo:
       continue
-    for p in [int(x) for x in args.positions.split(',')]:
+    for p in [int(x) for x in positions.split(',')]:
       env = dict(os.environ, PYTHONPATH=repo)
       proc = subprocess.run([sys.executable, os.path.abspath(__file__), f'--one={p}',
                              f'--data_dir={args.data_dir}', f'--records={args.records}'],
