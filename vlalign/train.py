@@ -304,7 +304,8 @@ def data_item(config, rows) -> dict:
   return {'version': pipeline.STATE_VERSION, 'sources': list(config.data.sources),
           'mixing': config.data.mixing, 'host_split': config.data.host_split,
           'process_count': jax.process_count(), 'hosts': np.asarray(rows).tolist(),
-          'seed': config.seed, 'global_batch': config.data.global_batch}
+          'seed': config.seed, 'global_batch': config.data.global_batch,
+          'cycle_length': config.data.cycle_length, 'shuffle_buffer': config.data.shuffle_buffer}
 
 
 def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
@@ -313,10 +314,13 @@ def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
 
 
 def _check_resume_settings(saved: dict, config) -> None:
-  """Refuses (ConfigError naming the field) a resume whose seed or global batch differs from
-  the checkpoint's, unless config.resume_allow_changes; older checkpoints do not record them."""
+  """Refuses (ConfigError naming the field) a resume whose seed, global batch or stream grouping
+  (data.cycle_length, data.shuffle_buffer) differs from the checkpoint's, unless
+  config.resume_allow_changes; older checkpoints do not record them."""
   for key, field, now in (('seed', 'seed', config.seed),
-                          ('global_batch', 'data.global_batch', config.data.global_batch)):
+                          ('global_batch', 'data.global_batch', config.data.global_batch),
+                          ('cycle_length', 'data.cycle_length', config.data.cycle_length),
+                          ('shuffle_buffer', 'data.shuffle_buffer', config.data.shuffle_buffer)):
     if key not in saved or saved[key] == now:
       continue
     if not config.resume_allow_changes:

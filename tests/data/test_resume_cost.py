@@ -128,3 +128,16 @@ def test_native_reader_reads_clean_shards_and_leaves_hostile_ones_to_the_python_
 def _raw(path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return [r.numpy() for r in tf.data.TFRecordDataset(path)]
+
+
+def test_resume_refuses_a_changed_grouping_unless_allowed():
+  """data.cycle_length and data.shuffle_buffer define the groups a cursor points into."""
+  config = config_lib.base_config()
+  saved = train.data_item(config, [pipeline.DataState.initial(1).to_vector()])
+  train._check_resume_settings(saved, config)
+  config.data.cycle_length = 4
+  with pytest.raises(config_lib.ConfigError, match='config.data.cycle_length: 4 differs'):
+    train._check_resume_settings(saved, config)
+  config.data.cycle_length, config.data.shuffle_buffer = 8, 16
+  with pytest.raises(config_lib.ConfigError, match='config.data.shuffle_buffer: 16 differs'):
+    train._check_resume_settings(saved, config)
