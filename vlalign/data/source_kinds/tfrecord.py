@@ -35,7 +35,9 @@ def clean(path: str, max_record_bytes: int) -> bool:
       known = _VERDICTS.get(path)
     if known and known[0] == version:
       return known[1]
-    with tf.io.gfile.GFile(path, 'rb') as f:
+    # Local files through Python's buffered reader (cheaper per record than GFile).
+    with (tf.io.gfile.GFile(path, 'rb') if '://' in path else
+          open(path, 'rb', buffering=1 << 20)) as f:
       verdict = safe_io.tfrecord_clean(f, stat.length, max_record_bytes)
   except Exception:  # pylint: disable=broad-except  (NotFoundError, PermissionDeniedError ...)
     return False
