@@ -99,6 +99,12 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'dct_scaling': True,
       'max_len': 32,
       'shuffle_buffer': 4096,
+      # Files read together (round-robin) as one group of the stream; the shuffle buffer stays
+      # inside a group, and resume re-reads at most one group (data/groups.py).
+      'cycle_length': 8,
+      # 'native': tfrecord shards whose framing passes a pre-check are read by tf.data's C++
+      # TFRecordDataset (others by the Python reader); 'python': all by the Python reader.
+      'tfrecord_reader': 'native',
       # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
       # I/O scales, batches depend on the process count) or 'batch' (each reads the global
       # record stream and decodes its slice of every global batch: identical batches for any
@@ -369,6 +375,8 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
   _check_int(d.max_len, 'data.max_len', 3)
   _check_int(d.eval_batch, 'data.eval_batch', 1)
   _check_int(d.shuffle_buffer, 'data.shuffle_buffer', 1)
+  _check_int(d.cycle_length, 'data.cycle_length', 1)
+  _check_choice(d.tfrecord_reader, 'data.tfrecord_reader', ('native', 'python'))
   _check_int(d.prefetch, 'data.prefetch', 0)
   for name in ('random_crop', 'flip', 'dct_scaling'):
     _check(isinstance(d[name], bool), f'data.{name}', f'must be True or False, got {d[name]!r}')

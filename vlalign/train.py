@@ -298,20 +298,29 @@ def _gather_hosts(vector: np.ndarray) -> np.ndarray:
   return np.asarray(halves, np.int32).reshape(jax.process_count(), -1).view(np.int64)
 
 
+def data_item(config, rows) -> dict:
+  """A checkpoint's data item: every host's DataState vector (`rows`, in process order) and the
+  settings its streams depend on."""
+  return {'version': pipeline.STATE_VERSION, 'sources': list(config.data.sources),
+          'mixing': config.data.mixing, 'host_split': config.data.host_split,
+          'process_count': jax.process_count(), 'hosts': np.asarray(rows).tolist(),
+          'seed': config.seed, 'global_batch': config.data.global_batch,
+          'cycle_length': config.data.cycle_length, 'shuffle_buffer': config.data.shuffle_buffer}
+
+
 def _data_checkpoint(it: pipeline.TrainIterator, config) -> dict:
   """Every host's data state (collective: all processes call it at the same steps)."""
-  rows = _gather_hosts(it.state().to_vector())
-  return {'version': 2, 'sources': list(config.data.sources), 'mixing': config.data.mixing,
-          'host_split': config.data.host_split, 'process_count': jax.process_count(),
-          'hosts': rows.tolist(), 'seed': config.seed,
-          'global_batch': config.data.global_batch}
+  return data_item(config, _gather_hosts(it.state().to_vector()))
 
 
 def _check_resume_settings(saved: dict, config) -> None:
-  """Refuses (ConfigError naming the field) a resume whose seed or global batch differs from
-  the checkpoint's, unless config.resume_allow_changes; older checkpoints do not record them."""
+  """Refuses (ConfigError naming the field) a resume whose seed, global batch or stream grouping
+  (data.cycle_length, data.shuffle_buffer) differs from the checkpoint's, unless
+  config.resume_allow_changes; older checkpoints do not record them."""
   for key, field, now in (('seed', 'seed', config.seed),
-                          ('global_batch', 'data.global_batch', config.data.global_batch)):
+                          ('global_batch', 'data.global_batch', config.data.global_batch),
+                          ('cycle_length', 'data.cycle_length', config.data.cycle_length),
+                          ('shuffle_buffer', 'data.shuffle_buffer', config.data.shuffle_buffer)):
     if key not in saved or saved[key] == now:
       continue
     if not config.resume_allow_changes:
@@ -335,9 +344,8 @@ def _data_state(saved: dict, config) -> pipeline.DataState:
     if n != 1:
       raise checkpoint.CheckpointMismatchError(
           f'the checkpoint holds one data position; config.data.sources has {n} sources')
-    state = pipeline.DataState.initial(1)
-    state.positions[0] = int(saved['position'])
-    return state
+    state = pipeline.DataState([int(saved['position'])], [0], [[0] * pipeline.NUM_REASONS])
+    return _placed(state, config, 1)
   for key, now in (('sources', list(config.data.sources)), ('mixing', config.data.mixing),
                    ('host_split', config.data.host_split),
                    ('process_count', jax.process_count())):
@@ -346,7 +354,30 @@ def _data_state(saved: dict, config) -> pipeline.DataState:
           f'the data position in the checkpoint was saved with {key}={saved[key]!r}; this run '
           f'has {now!r}, so its input streams differ and it cannot continue them exactly. '
           f'Resume with the same setting (or start a fresh workdir).')
-  return pipeline.DataState.from_vector(saved['hosts'][jax.process_index()], n)
+  state = pipeline.DataState.from_vector(saved['hosts'][jax.process_index()], n,
+                                          int(saved['version']))
+  return _placed(state, config, int(saved['version']))
+
+
+def _placed(state: pipeline.DataState, config, version: int) -> pipeline.DataState:
+  """`state`, when its positions can be continued exactly; a state of an older format that
+  holds positions past the start is refused (CheckpointMismatchError), or with
+  config.resume_allow_changes its streams restart from their first record (counts kept)."""
+  if not state.unplaced():
+    return state
+  if not config.resume_allow_changes:
+    raise checkpoint.CheckpointMismatchError(
+        f'the checkpoint\'s data state (format {version}) gives stream positions '
+        f'{state.positions} in the record order of vlalign before data format '
+        f'{pipeline.STATE_VERSION} (groups of files, data/groups.py), which this version cannot '
+        f'continue exactly; resume with the version that wrote it, or set '
+        f'config.resume_allow_changes=True to go on with each data stream restarted from its '
+        f'first record')
+  logging.warning('config.resume_allow_changes: the data state of format %d cannot be '
+                  'continued exactly; the data streams restart from their first record', version)
+  n = len(state.positions)
+  state.positions, state.groups, state.in_group = [0] * n, [0] * n, [0] * n
+  return state
 
 
 def _has_checkpoint(workdir: str) -> bool:

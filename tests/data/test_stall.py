@@ -103,10 +103,12 @@ def test_fetcher_passes_items_and_the_end_through_and_stalls_on_a_silent_iterato
 def test_data_state_of_a_checkpoint_with_fewer_reasons_is_padded():
   old_width = 2 + 20  # position, good, then the 20 reasons of the first checkpoint format
   v = [7, 3] + [11, 9] + [0, 1] + [0] * (old_width - 4) + [5, 4] + [0] * (old_width - 2)
-  state = pipeline.DataState.from_vector(v, 2)
+  state = pipeline.DataState.from_vector(v, 2, version=2)
   assert state.positions == [11, 5] and state.good == [9, 4] and (state.examples,
                                                                   state.batches) == (7, 3)
   assert state.skipped[0][1] == 1 and len(state.skipped[1]) == pipeline.NUM_REASONS
+  assert state.unplaced() == [0, 1]  # format 2 positions carry no group
+  state.groups, state.in_group = [3, 1], [2, 5]
   assert pipeline.DataState.from_vector(state.to_vector(), 2) == state
   with pytest.raises(ValueError, match='does not hold 2 sources'):
-    pipeline.DataState.from_vector(v[:-1], 2)
+    pipeline.DataState.from_vector(v[:-1], 2, version=2)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tests.sharded_checks import _tiny_config
 from vlalign import checkpoint, optim, parallel, train
+from vlalign.data import pipeline
 from vlalign.models import two_tower
 
 VOCAB, LEN, BATCH = 50, 8, 16
@@ -111,7 +112,10 @@ def check(name: str) -> dict:
   metrics8 = eight.train(data[:2])
   with tempfile.TemporaryDirectory() as workdir:
     manager = checkpoint.make_manager(f'{workdir}/checkpoints', save_every=1, keep=2)
-    checkpoint.save(manager, 2, eight.state, {'position': 32}, force=True)
+    at32 = pipeline.DataState([32], [32], [[0] * pipeline.NUM_REASONS], groups=[0],
+                              in_group=[32])
+    checkpoint.save(manager, 2, eight.state, train.data_item(config, [at32.to_vector()]),
+                    force=True)
     manager.wait_until_finished()
     saved = eight.host()
     metrics8 += eight.train(data[2:])

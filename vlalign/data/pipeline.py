@@ -2,13 +2,15 @@
 decode + augment -> tokenize -> mix -> batch (this host's share of the global batch) -> prefetch.
 
 Determinism and exact resume. Each source's record stream is a deterministic function of the
-seed (seeded file and record shuffles, deterministic interleave); every record carries its
-index in that stream and its augmentation is keyed on (seed, index). The data state saved with
-each checkpoint holds, per source, the stream position after the last record this host used,
-and for mixtures the number of examples / batches drawn (the mixture's choices are a stateless
-function of that count). A resumed run skips each stream to its position (reading, not
-decoding, the records before it) and sees exactly the examples an uninterrupted run would see
-next.
+seed: a sequence of groups of files (data/groups.py: seeded file order per epoch, round-robin
+interleave within a group, a shuffle buffer seeded per group that stays inside it); every record
+carries its index in that stream, its group and its place in the group, and its augmentation is
+keyed on (seed, index). The data state saved with each checkpoint holds, per source, the cursor
+after the last record this host used (index, group, records of the group consumed), and for
+mixtures the number of examples / batches drawn (the mixture's choices are a stateless function
+of that count). A resumed run rebuilds each stream from its cursor's group and skips inside that
+group only (reading, not decoding, at most one group's records) and sees exactly the examples
+an uninterrupted run would see next.
 
 Bad records. Every raw record has a reason code (filters.REASONS; 0 = keep) decided from its
 bytes before decoding (sources.py). A running per-reason count rides along with each kept
@@ -35,6 +37,7 @@ import tensorflow as tf
 
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import fetcher, filters, image_ops, safe_io, views
+from vlalign.data import groups as groups_lib
 from vlalign.data import sources as sources_lib
 from vlalign.data.source_kinds import base as kind_base
 from vlalign.data.spec import MIXINGS, DataError
@@ -50,12 +53,12 @@ def source_seed(seed: int, source_id: int) -> int:
   return seed + 7919 * source_id
 
 
-def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
-                  process_index: int = 0, process_count: int = 1, start_index: int = 0,
-                  epochs: int | None = None,
-                  monitor: sources_lib.Monitor | None = None) -> tf.data.Dataset:
-  """Deterministic stream of (index, (image, text, id, reason)) raw records for this host from
-  stream index `start_index` on (endless unless `epochs`).
+def positioned_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *,
+                      seed: int, process_index: int = 0, process_count: int = 1,
+                      start: groups_lib.Cursor = groups_lib.Cursor(), epochs: int | None = None,
+                      monitor: sources_lib.Monitor | None = None) -> tf.data.Dataset:
+  """Deterministic stream of (index, (group, place in group), (image, text, id, reason)) raw
+  records for this host from the cursor `start` on (endless unless `epochs`).
 
   data_cfg.host_split 'files': each host reads its own files (or every process_count-th record
   when there are fewer files than hosts; TFDS: its even share of the split); indices count this
@@ -70,27 +73,33 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
   split = host_split == 'files' and process_count > 1
   ds = sources_lib.kind_of(source.kind).stream(
       source, data_cfg, checks, seed=seed, process_index=process_index if split else 0,
-      process_count=process_count if split else 1, epochs=epochs, monitor=monitor)
-  if data_cfg.shuffle_buffer > 1:
-    ds = ds.shuffle(data_cfg.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-  ds = ds.enumerate()
-  if start_index:
-    ds = ds.skip(start_index)
+      process_count=process_count if split else 1, epochs=epochs, monitor=monitor, start=start)
+  ds = ds.enumerate(start.index).map(lambda i, x: (i, (x[0], x[1]), x[2]))
   if host_split == 'batch' and process_count > 1:
     global_batch = data_cfg.global_batch
     if not global_batch or global_batch % process_count:
       raise ValueError(f'config.data.global_batch={global_batch} must be a positive multiple '
                        f'of the {process_count} processes')
     per_host = global_batch // process_count
-    ds = ds.filter(lambda i, _: (i // per_host) % process_count == process_index)
+    ds = ds.filter(lambda i, *_: (i // per_host) % process_count == process_index)
   return ds
+
+
+def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
+                  process_index: int = 0, process_count: int = 1,
+                  start: groups_lib.Cursor = groups_lib.Cursor(), epochs: int | None = None,
+                  monitor: sources_lib.Monitor | None = None) -> tf.data.Dataset:
+  """positioned_stream without the group places: (index, (image, text, id, reason))."""
+  return positioned_stream(source, data_cfg, checks, seed=seed, process_index=process_index,
+                           process_count=process_count, start=start, epochs=epochs,
+                           monitor=monitor).map(lambda i, unused_where, rec: (i, rec))
 
 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
                   tokenizer: Tokenizer | None = None,
                   concepts: concepts_lib.Concepts | None = None) -> tf.data.Dataset:
-  """Decoded, augmented examples (image, caption `text`) of a record stream, each with its
-  stream `index`, host-local record number `local`, the running per-reason skip `counts` and
+  """Decoded, augmented examples (image, caption `text`) of a positioned stream, each with its
+  stream `index`, `group` and `place` in it, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
   far less than a call per example. Extra views a method asks for (config.data.views:
   image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
@@ -98,11 +107,11 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
   example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file)."""
 
   def count(counts, x):
-    local, (index, (image, text, uid, reason)) = x
+    local, (index, (group, place), (image, text, uid, reason)) = x
     counts = counts + tf.one_hot(reason, NUM_REASONS, dtype=tf.int64) * tf.cast(reason > 0,
                                                                                 tf.int64)
-    return counts, {'local': local, 'index': index, 'image': image, 'text': text, 'id': uid,
-                    'reason': reason, 'counts': counts}
+    return counts, {'local': local, 'index': index, 'group': group, 'place': place,
+                    'image': image, 'text': text, 'id': uid, 'reason': reason, 'counts': counts}
 
   extra = views.wanted(data_cfg.get('views'))
 
@@ -119,6 +128,7 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
     img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
     out = {'image': img, 'text': e['text'], 'id': e['id'],
            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
+           'group': e['group'], 'place': e['place'],
            'source': tf.constant(source_id, tf.int32)}
     if extra:
       out.update(views.extra_views(data_cfg.views, decoded, e['text'], key, tokenizer,
@@ -180,35 +190,63 @@ def _draws(weights: np.ndarray, seed: int, start: int) -> tf.data.Dataset:
           [tf.constant(seed + 104729, tf.int64), k]))[0, 0])
 
 
+# The layout of DataState.to_vector: 3 adds each source's group cursor (groups.py); versions 1
+# and 2 hold positions in the stream of before (one shuffle buffer over the whole stream).
+STATE_VERSION = 3
+
+
 @dataclasses.dataclass
 class DataState:
-  """Where this host's input stands: per source, the stream position to resume from, the kept
-  examples and the skipped records per reason; and the examples / batches drawn overall."""
+  """Where this host's input stands: per source, the stream position to resume from (with its
+  group and the records of that group consumed; -1 when a checkpoint of an older format does
+  not say), the kept examples and the skipped records per reason; and the examples / batches
+  drawn overall."""
   positions: list[int]
   good: list[int]
   skipped: list[list[int]]
   examples: int = 0
   batches: int = 0
+  groups: list[int] = dataclasses.field(default_factory=list)
+  in_group: list[int] = dataclasses.field(default_factory=list)
+
+  def __post_init__(self):
+    if not self.groups:  # a position with no group: only the stream's start is known
+      self.groups = [0 if p == 0 else -1 for p in self.positions]
+      self.in_group = [0] * len(self.positions)
 
   @classmethod
   def initial(cls, num_sources: int) -> 'DataState':
     return cls([0] * num_sources, [0] * num_sources,
                [[0] * NUM_REASONS for _ in range(num_sources)])
 
+  def cursor(self, s: int) -> groups_lib.Cursor:
+    """Source s's stream cursor."""
+    return groups_lib.Cursor(self.positions[s], self.groups[s], self.in_group[s])
+
+  def unplaced(self) -> list[int]:
+    """The sources whose position an older checkpoint format gave without its group."""
+    return [s for s, g in enumerate(self.groups) if g < 0]
+
   def to_vector(self) -> np.ndarray:
-    rows = [[p, g] + list(s) for p, g, s in zip(self.positions, self.good, self.skipped)]
+    rows = [[p, g, c, k] + list(s) for p, g, c, k, s in zip(
+        self.positions, self.good, self.groups, self.in_group, self.skipped)]
     return np.asarray([self.examples, self.batches] + sum(rows, []), np.int64)
 
   @classmethod
-  def from_vector(cls, v, num_sources: int) -> 'DataState':
+  def from_vector(cls, v, num_sources: int, version: int = STATE_VERSION) -> 'DataState':
+    """The state of a to_vector() of `version` (older layouts: positions without groups)."""
     v = [int(x) for x in v]
+    lead = 4 if version >= 3 else 2
     width = (len(v) - 2) // max(num_sources, 1)  # a checkpoint written with fewer reasons
-    if width > 2 + NUM_REASONS or width < 2 or len(v) != 2 + width * num_sources:
+    if width > lead + NUM_REASONS or width < lead or len(v) != 2 + width * num_sources:
       raise ValueError(f'a data state of {len(v)} numbers does not hold {num_sources} sources')
     rows = [v[2 + i * width:2 + (i + 1) * width] for i in range(num_sources)]
-    pad = [0] * (2 + NUM_REASONS - width)  # reasons appended since: none counted yet
-    return cls([r[0] for r in rows], [r[1] for r in rows], [r[2:] + pad for r in rows], v[0],
-               v[1])
+    pad = [0] * (lead + NUM_REASONS - width)  # reasons appended since: none counted yet
+    state = cls([r[0] for r in rows], [r[1] for r in rows], [r[lead:] + pad for r in rows],
+                v[0], v[1])
+    if lead == 4:
+      state.groups, state.in_group = [r[2] for r in rows], [r[3] for r in rows]
+    return state
 
 
 class TrainIterator:
@@ -228,7 +266,10 @@ class TrainIterator:
     if len(self._base.positions) != n:
       raise ValueError(f'the saved data state has {len(self._base.positions)} sources, '
                        f'config.data.sources has {n}')
-    self._positions = list(self._base.positions)
+    if self._base.unplaced():
+      raise ValueError(f'the data state gives sources {self._base.unplaced()} a position '
+                       f'without its group (an older checkpoint format)')
+    self._cursors = [self._base.cursor(s) for s in range(n)]
     self._good = [0] * n
     self._last_local = [-1] * n
     self._counts = [np.zeros(NUM_REASONS, np.int64) for _ in range(n)]
@@ -240,9 +281,9 @@ class TrainIterator:
     self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
-      stream = record_stream(src, data_cfg, checks, seed=seed_s, process_index=process_index,
-                             process_count=process_count, start_index=self._positions[s],
-                             monitor=self.monitors[s])
+      stream = positioned_stream(src, data_cfg, checks, seed=seed_s,
+                                 process_index=process_index, process_count=process_count,
+                                 start=self._cursors[s], monitor=self.monitors[s])
       streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
                                    tokenizer=tokenizer, concepts=concepts))
     if data_cfg.mixing == 'none':
@@ -276,14 +317,15 @@ class TrainIterator:
     if batch is None:
       return None
     src, index, local = batch.pop('source'), batch.pop('index'), batch.pop('local')
-    counts = batch.pop('counts')
+    counts, group, place = batch.pop('counts'), batch.pop('group'), batch.pop('place')
     self.ids = batch.pop('id')
     if 'concept_found' in batch:
       self._concepts.check(batch.pop('concept_found'), self.ids)
     for s in np.unique(src):
       rows = np.nonzero(src == s)[0]
       last = rows[-1]
-      self._positions[s] = int(index[last]) + 1
+      self._cursors[s] = groups_lib.Cursor(int(index[last]) + 1, int(group[last]),
+                                       int(place[last]) + 1)
       self._last_local[s] = int(local[last])
       self._counts[s] = counts[last]
       self._good[s] += len(rows)
@@ -301,7 +343,7 @@ class TrainIterator:
   @property
   def position(self) -> int:
     """Stream position of the first source (the only one without mixing)."""
-    return self._positions[0]
+    return self._cursors[0].index
 
   def _skipped(self, s: int) -> np.ndarray:
     counts = np.asarray(self._base.skipped[s], np.int64) + self._counts[s]
@@ -311,15 +353,15 @@ class TrainIterator:
 
   def skipped(self) -> np.ndarray:
     """Records this host skipped so far (including before a resume), per reason code."""
-    return sum((self._skipped(s) for s in range(len(self._positions))),
+    return sum((self._skipped(s) for s in range(len(self._cursors))),
                np.zeros(NUM_REASONS, np.int64))
 
   def state(self) -> DataState:
     """The state a resumed run starts from to continue exactly after the last batch."""
-    n = len(self._positions)
-    return DataState(list(self._positions), [self._base.good[s] + self._good[s] for s in range(n)],
+    n, c = len(self._cursors), self._cursors
+    return DataState([x.index for x in c], [self._base.good[s] + self._good[s] for s in range(n)],
                      [self._skipped(s).tolist() for s in range(n)], self._examples,
-                     self._batches)
+                     self._batches, [x.group for x in c], [x.in_group for x in c])
 
 
 def _eval_records(files: list[str], max_record_bytes: int) -> Iterator[bytes]:

@@ -62,6 +62,13 @@ def tfrecord_frames(f, size: int, max_record_bytes: int) -> Iterator[tuple[bytes
     yield (data, '') if ok else (None, 'malformed_record')
 
 
+def tfrecord_clean(f, size: int, max_record_bytes: int) -> bool:
+  """Whether every record of an open TFRecord file of `size` bytes reads without a reason (each
+  length and data CRC checked, no record over max_record_bytes, nothing cut short): then
+  TensorFlow's own reader can read it without erring or allocating what a length claims."""
+  return all(not bad for _, bad in tfrecord_frames(f, size, max_record_bytes))
+
+
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b'[]{}')))
 _STEP = np.zeros(256, np.int8)

@@ -15,7 +15,7 @@ bytes, id, reason) records: nothing is decoded here, and nothing a source holds 
                                 format; columns and separator in config.data.csv)
 
 Each kind is one class in source_kinds/ (the source interface, source_kinds/base.py) named in
-spec.KIND_CLASSES; resolve / file_records / records here dispatch to it.
+spec.KIND_CLASSES; resolve / records here dispatch to it.
 
 File records are read in Python (one generator per shard, interleaved by tf.data): a shard that
 cannot be opened yields one `unreadable_shard` record, a shard cut short (truncated TFRecord,
@@ -153,14 +153,14 @@ def read_tfrecord(path: str, keys: tuple[str, str, str],
       if bad:
         yield b'', b'', uid, filters.CODE[bad]
         continue
-      yield _example(record, keys, uid, checks)
+      yield example(record, keys, uid, checks)
   except Exception:  # pylint: disable=broad-except  (a read error mid-file)
     yield b'', b'', f'{base}:{i}'.encode(), filters.CODE['truncated_file']
   finally:
     f.close()
 
 
-def _example(record: bytes, keys: tuple[str, str, str], uid: bytes,
+def example(record: bytes, keys: tuple[str, str, str], uid: bytes,
              checks: filters.Checks) -> tuple[bytes, bytes, bytes, int]:
   """(image, text, id, reason) of one serialized tf.train.Example."""
   try:
@@ -272,20 +272,14 @@ def _sample(key: str, parts: dict, checks: filters.Checks) -> tuple[bytes, bytes
   return image or b'', text or b'', key.encode(), filters.check(image, text, checks)
 
 
-def file_records(source: Source, files: tf.data.Dataset, data_cfg, checks: filters.Checks,
-                 cycle_length: int, monitor: Monitor | None = None) -> tf.data.Dataset:
-  """Records of `files` (a dataset of paths), interleaved one record per file in turn; each
-  counted by `monitor` when given."""
-  read = kind_of(source.kind).read
+def python_records(read, path: tf.Tensor, data_cfg, checks: filters.Checks,
+                   monitor: Monitor | None = None) -> tf.data.Dataset:
+  """Records of one file (a string tensor) read by `read(path, data_cfg, checks)`, a Python
+  generator, crossing into tf.data CHUNK at a time; each counted by `monitor` when given."""
   watch = monitor.watch if monitor else iter
-  if monitor:
-    files = files.take_while(monitor.alive)
-  gen = lambda path: _chunks(watch(read(path.decode(), data_cfg, checks)))
-  return files.interleave(
-      lambda p: tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
-                                               args=(p,)).unbatch(),
-      cycle_length=cycle_length, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True)
+  gen = lambda p: _chunks(watch(read(p.decode(), data_cfg, checks)))
+  return tf.data.Dataset.from_generator(gen, output_signature=_CHUNK_SIGNATURE,
+                                        args=(path,)).unbatch()
 
 
 def _chunks(records: Iterator[tuple]) -> Iterator[tuple]:
@@ -294,13 +288,14 @@ def _chunks(records: Iterator[tuple]) -> Iterator[tuple]:
   for rec in records:
     rows.append(rec)
     if len(rows) == CHUNK:
-      yield _stack(rows)
+      yield stack(rows)
       rows = []
   if rows:
-    yield _stack(rows)
+    yield stack(rows)
 
 
-def _stack(rows: list[tuple]) -> tuple:
+def stack(rows: list[tuple]) -> tuple:
+  """(images, texts, ids, reasons) arrays of record tuples."""
   cols = list(zip(*rows))
   return (np.array(cols[0], dtype=object), np.array(cols[1], dtype=object),
           np.array(cols[2], dtype=object), np.array(cols[3], dtype=np.int32))

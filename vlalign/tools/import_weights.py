@@ -72,9 +72,7 @@ def import_checkpoint(config, fmt: str, path: str, output: str, model_config: st
   output = os.path.abspath(output)
   manager = checkpoint.make_manager(os.path.join(output, 'checkpoints'), save_every=1, keep=None)
   start = pipeline.DataState.initial(len(config.data.sources)).to_vector()
-  data = {'version': 2, 'sources': list(config.data.sources), 'mixing': config.data.mixing,
-          'host_split': config.data.host_split, 'process_count': jax.process_count(),
-          'hosts': np.stack([start] * jax.process_count()).tolist()}
+  data = train.data_item(config, np.stack([start] * jax.process_count()))
   checkpoint.save(manager, 0, state, data, force=True)
   manager.wait_until_finished()
   with config.unlocked():  # the weights now live in the workdir

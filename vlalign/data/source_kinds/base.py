@@ -4,7 +4,8 @@ A kind is a subclass of Kind (or of FileKind, for sources made of files read by 
 generator) in its own module of this package, named in data/spec.py's KIND_CLASSES:
 
   resolve(spec, arg, data_cfg, embedded)  the Source: its files (or coordinates) and size
-  stream(source, ...)                     this host's raw records as a tf.data.Dataset
+  stream(source, ...)                     this host's raw records as (G, k, record) groups
+                                          (data/groups.py), from a Cursor on
   records(source, data_cfg, checks)       every record once, in order (convert, evaluators)
   convert_inputs(source, tfds_shards)     (input name, sub-Source) per output shard of convert
   labelled(source, entry, data_cfg)       (image bytes, int labels, class names) for the
@@ -19,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import filters
+from vlalign.data import filters, groups
 from vlalign.data import sources as sources_lib
 from vlalign.data.spec import DataError
 
@@ -36,8 +37,10 @@ class Kind:
 
   def stream(self, source: sources_lib.Source, data_cfg, checks: filters.Checks, *, seed: int,
              process_index: int, process_count: int, epochs: int | None,
-             monitor: sources_lib.Monitor | None) -> tf.data.Dataset:
-    """This host's share (process_count > 1) of the raw records, deterministic in `seed`."""
+             monitor: sources_lib.Monitor | None,
+             start: groups.Cursor = groups.Cursor()) -> tf.data.Dataset:
+    """This host's share (process_count > 1) of the raw records from `start` on, as
+    (group, place in group, record) (groups.grouped), deterministic in `seed`."""
     raise NotImplementedError
 
   def records(self, source: sources_lib.Source, data_cfg,
@@ -79,18 +82,31 @@ class FileKind(Kind):
     except DataError as e:
       raise DataError(f'config.data.sources: {spec!r}: {e}') from None
 
+  def file_records(self, path: tf.Tensor, data_cfg, checks: filters.Checks,
+                   monitor: sources_lib.Monitor | None) -> tf.data.Dataset:
+    """The records of one file (a string tensor) as a dataset; by default `read` in Python."""
+    return sources_lib.python_records(self.read, path, data_cfg, checks, monitor)
+
   def stream(self, source, data_cfg, checks, *, seed, process_index, process_count, epochs,
-             monitor):
-    """Files split between hosts; with fewer files than hosts every host reads them all in a
-    fixed order and keeps every process_count-th record (example-level split)."""
+             monitor, start=groups.Cursor()):
+    """Files split between hosts, read in groups of config.data.cycle_length files (their order
+    shuffled per epoch); with fewer files than hosts every host reads them all in a fixed order
+    and keeps every process_count-th record of each group (example-level split)."""
     mine, shard_examples = host_files(source.files, process_index, process_count)
-    cycle = min(8, len(mine))
-    files = tf.data.Dataset.from_tensor_slices(mine)
-    if shard_examples:  # a fixed file order, so every epoch gives each host the same records
-      ds = sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
-      return ds.shard(process_count, process_index).repeat(epochs)
-    files = files.shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat(epochs)
-    return sources_lib.file_records(source, files, data_cfg, checks, cycle, monitor)
+    cycle = min(data_cfg.get('cycle_length', 8), len(mine))
+    alive = (lambda: not monitor.cancelled.is_set()) if monitor else (lambda: True)
+    plan = lambda: groups.file_groups(mine, cycle, seed=seed, shuffle=not shard_examples,
+                                      start=start, epochs=epochs, alive=alive)
+
+    def make_group(paths):
+      files = tf.data.Dataset.from_tensor_slices(paths)
+      if monitor:
+        files = files.take_while(monitor.alive)
+      ds = files.interleave(lambda p: self.file_records(p, data_cfg, checks, monitor),
+                            cycle_length=cycle, block_length=1,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      return ds.shard(process_count, process_index) if shard_examples else ds
+    return groups.grouped(plan, make_group, data_cfg.shuffle_buffer)
 
   def records(self, source, data_cfg, checks):
     for path in source.files:

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from vlalign.data import groups
 from vlalign.data import sources as sources_lib
 from vlalign.data.source_kinds import base
 
@@ -38,9 +39,12 @@ class Tfds(base.Kind):
                               size=size or None)
 
   def stream(self, source, data_cfg, checks, *, seed, process_index, process_count, epochs,
-             monitor):
-    return sources_lib.tfds_records(source, data_cfg, checks, process_index, process_count,
-                                    monitor).repeat(epochs)
+             monitor, start=groups.Cursor()):
+    """One group per epoch: the split in its fixed order (a resume re-reads up to one epoch)."""
+    split = sources_lib.tfds_records(source, data_cfg, checks, process_index, process_count,
+                                     monitor)
+    return groups.grouped(groups.epoch_groups(seed, start, epochs), lambda unused: split,
+                          data_cfg.shuffle_buffer)
 
   def records(self, source, data_cfg, checks):
     yield from sources_lib.tfds_records(source, data_cfg, checks, 0, 1).as_numpy_iterator()
