@@ -74,6 +74,7 @@ def test_no_gradient_crosses_modalities_and_the_pairing_is_unused():
   g, g_shuf, g_mvs, g_mvs_shuf = jax.device_get(
       [grads(state.params, b, w) for w in (0.0, 1.0) for b in (batch, shuffled)])
   assert float(g['log_scale']) == 0.0 and float(g_mvs['log_scale']) != 0.0
+  assert not np.abs(g['text_proj']['kernel']).any()  # only MVS / NNS read the text embedding
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_shuf)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   tower = lambda t: np.concatenate([x.ravel() for x in jax.tree.leaves(t['image_tower'])])
