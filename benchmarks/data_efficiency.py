@@ -149,9 +149,10 @@ def ensure_pretrained(args) -> str:
   """Runs the unimodal pretraining once; returns its workdir (with vocab.txt copied into it)."""
   workdir = os.path.join(args.runs_dir, PRETRAIN_NAME)
   vocab = os.path.join(workdir, 'vocab.txt')
-  if os.path.exists(vocab):
+  finished = os.path.exists(os.path.join(workdir, 'eval', 'heldout.json'))
+  if finished and os.path.exists(vocab):
     return workdir
-  if not os.path.exists(os.path.join(workdir, 'eval', 'heldout.json')):
+  if not finished:  # not started, or stopped early: (re)start, it resumes
     rc, wall = _run(pretrain_command(workdir), os.path.join(args.runs_dir, PRETRAIN_NAME + '.log'),
                     args.nice)
     if rc != 0:
