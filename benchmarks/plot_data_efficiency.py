@@ -21,6 +21,8 @@ import data_efficiency_report as report  # noqa: E402  pylint: disable=g-import-
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CELLS = [(regime, size) for regime in report.REGIMES for size in report.SIZES]
+# Chance RSUM on the 1,200 held-out pairs: 2 directions x (1 + 5 + 10) / 1,200, in percent.
+CHANCE_RSUM = 2 * (1 + 5 + 10) / 1200 * 100
 COLORS = {('scratch', 'full'): '#2e62aa', ('scratch', 'quarter'): '#8fb3e0',
           ('pretrained', 'full'): '#e68c28', ('pretrained', 'quarter'): '#f5c48e'}
 
@@ -40,6 +42,7 @@ def _bars(ax, records: list[dict]) -> None:
              label=f'{cell[0]}, {cell[1]}')
       seeds = [rec['rsum'] for rec in records if report.key(rec)[:4] == (r, '') + cell]
       ax.plot([x] * len(seeds), seeds, 'k.', markersize=4)
+  ax.axhline(CHANCE_RSUM, ls=':', color='gray', label='chance')
   ax.set_xticks(range(len(recipes)), recipes)
   ax.set_xlabel('recipe')
   ax.set_ylabel('held-out retrieval RSUM (max 600)')
@@ -64,6 +67,7 @@ def _curves(ax, records: list[dict]) -> None:
     marker = 'o' if k[2] == 'pretrained' else 's'
     ax.plot(steps, [statistics.fmean(g[s]) for s in steps], styles[k[3]], marker=marker,
             markersize=4, label=f'{k[0]} {k[2]} {k[3]}')
+  ax.axhline(CHANCE_RSUM, ls=':', color='gray', label='chance')
   ax.set_xlabel('training step')
   ax.set_ylabel('held-out retrieval RSUM (mean over seeds)')
   ax.set_title('learning curves (o pretrained, s scratch; -- quarter)')
