@@ -1,6 +1,8 @@
-"""benchmarks/data_efficiency.py: the run commands, the aggregation over seeds, the table and the
-plot (the training runs themselves are the benchmark, not a test)."""
+"""benchmarks/data_efficiency.py (+ its report and plot modules): the run commands of both regimes
+and the ablations, the aggregation over seeds, the table and the plot (the training runs
+themselves are the benchmark, not a test)."""
 
+import ast
 import json
 import os
 import sys
@@ -9,79 +11,137 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vlalign import config_lib
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'benchmarks'))
 import data_efficiency as de  # noqa: E402  pylint: disable=g-import-not-at-top
+import data_efficiency_report as report  # noqa: E402  pylint: disable=g-import-not-at-top
+import plot_data_efficiency  # noqa: E402  pylint: disable=g-import-not-at-top
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _records():
   rng = np.random.default_rng(0)
   out = []
-  for recipe in ('clip', 'zerovl'):
-    for size in ('full', 'quarter'):
-      for seed in (0, 1, 2):
-        out.append({'recipe': recipe, 'size': size, 'seed': seed, 'steps': 10, 'batch': 8,
-                    'train_pairs': 1, 'wall_s': 60.0,
-                    **{m: float(rng.uniform(0.1, 1.0)) * (600 if m == 'rsum' else 1)
-                       for m, _, _ in de.METRICS}})
+  for recipe, variant in (('clip', ''), ('zerovl', ''), ('zerovl', 'no_mixup')):
+    for regime in de.REGIMES:
+      for size in ('full', 'quarter'):
+        for seed in (0, 1, 2):
+          out.append({'recipe': recipe, 'variant': variant, 'regime': regime, 'size': size,
+                      'seed': seed, 'steps': 10, 'batch': 8, 'train_pairs': 1, 'wall_s': 60.0,
+                      **{m: float(rng.uniform(0.1, 1.0)) * (600 if m == 'rsum' else 1)
+                         for m, _, _ in report.METRICS},
+                      'curve': {'rsum': [[5, float(seed)], [10, 2.0 * seed]], 'loss': []}})
   return out
 
 
-def test_quarter_command_overrides_sizes_seed_and_budget():
-  cmd = de.command('declip', 'quarter', 3, 120, 64, '/tmp/w')
+def _overrides(cmd: list[str]) -> dict:
+  return dict(a[len('--config.'):].split('=', 1) for a in cmd if a.startswith('--config.'))
+
+
+def test_commands_of_both_regimes_and_an_ablation():
+  cmd = de.command('declip', '', 'scratch', 'quarter', 3, 120, 64, '/tmp/w')
   assert '--config=configs/declip_vit_b32.py:small' in cmd
-  assert '--config.data.embedded.train_sizes.studio=3000' in cmd
-  assert '--config.data.embedded.train_sizes.sketch=1500' in cmd
-  assert '--config.seed=3' in cmd and '--config.total_steps=120' in cmd
-  assert '--config.data.global_batch=64' in cmd
-  full = de.command('clip', 'full', 0, 120, 64, '/tmp/w')
-  assert '--config.data.embedded.train_sizes.studio=12000' in full
-  assert '--config=configs/demo.py:v48' in full  # the towers its recorded rows used
+  o = _overrides(cmd)
+  assert o['data.embedded.train_sizes.studio'] == '3000'
+  assert o['data.embedded.train_sizes.sketch'] == '1500'
+  assert (o['seed'], o['total_steps'], o['data.global_batch'], o['eval_every']) == (
+      '3', '120', '64', '30')
+  assert not any('init_from' in k for k in o)
+  pre = _overrides(de.command('clip', '', 'pretrained', 'full', 0, 120, 64, '/w', '/runs/pt'))
+  assert pre['model.image.init_from'] == pre['model.text.init_from'] == 'vlalign:/runs/pt'
+  assert pre['data.tokenizer.vocab_file'] == '/runs/pt/vocab.txt'
+  assert pre['data.embedded.train_sizes.studio'] == '12000'
+  abl = _overrides(de.command('brivl', 'queue1', 'scratch', 'full', 0, 120, 64, '/w'))
+  assert abl['method.queue_size'] == '64'
+  assert de.run_name('declip', 'no_iss', 'pretrained', 'quarter', 2) == (
+      'declip-no_iss_pretrained_quarter_s2')
+  with pytest.raises(ValueError, match='unknown regime'):
+    de.regime_overrides('warm', '/p')
+
+
+def _apply(config, overrides: dict) -> None:
+  for field, text in overrides.items():
+    *path, leaf = field.split('.')
+    node = config
+    for p in path:
+      node = node[p]
+    assert leaf in node, field  # every override names an existing field
+    try:
+      node[leaf] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      node[leaf] = text
+
+
+def test_every_ablation_and_the_pretrained_regime_give_a_valid_config(tmp_path):
+  pretrain = tmp_path / 'pt'
+  (pretrain / 'checkpoints').mkdir(parents=True)
+  (pretrain / 'vocab.txt').write_text('[PAD]\n[UNK]\nred\n')
+  for recipe, variants in de.ABLATIONS.items():
+    cfg_file, _, arg = de.RECIPES[recipe][0].partition(':')
+    module = config_lib.load_config_module(os.path.join(ROOT, cfg_file))
+    for variant in [''] + list(variants):
+      cmd = de.command(recipe, variant, 'pretrained', 'quarter', 0, 240, 256, '/w', str(pretrain))
+      config = module.get_config(arg)
+      _apply(config, _overrides(cmd))
+      assert config.model.image.init_from == f'vlalign:{pretrain}'
+      if recipe in ('clip', 'declip', 'zerovl', 'brivl'):  # vicha needs its concepts file
+        config_lib.validate(config)
 
 
 def test_aggregate_mean_and_sample_std_match_numpy():
   recs = _records()
-  agg = de.aggregate(recs)
-  for (recipe, size), stats in agg.items():
-    for m, _, _ in de.METRICS:
-      vals = np.array([r[m] for r in recs if r['recipe'] == recipe and r['size'] == size])
+  agg = report.aggregate(recs)
+  for k, stats in agg.items():
+    for m, _, _ in report.METRICS:
+      vals = np.array([r[m] for r in recs if report.key(r)[:4] == k])
       mean, std, n = stats[m]
       np.testing.assert_allclose(mean, vals.mean(), rtol=1e-12)
       np.testing.assert_allclose(std, vals.std(ddof=1), rtol=1e-12)
       assert n == 3
 
 
-def test_table_rows_ratios_and_plot(tmp_path):
+def test_table_rows_target_ablations_curves_missing_and_plot(tmp_path):
   recs = _records()
   meta = {'command': 'x', 'date': 'd', 'machine': 'm', 'steps': 10, 'batch': 8}
-  text = de.table(recs, meta)
-  agg = de.aggregate(recs)
-  f, q = agg[('zerovl', 'full')]['shape_top1'][0], agg[('zerovl', 'quarter')]['shape_top1'][0]
-  ratio_row = [l for l in text.splitlines() if l.startswith('| zerovl |') and
-               l.split('|')[2].strip() not in de.SIZES]
-  assert len(ratio_row) == 1 and f'{q / f:.2f}' in ratio_row[0].split('|')[4]
-  m, s, _ = agg[('clip', 'quarter')]['rsum']
-  assert f'| clip | quarter | 3 | {m:.1f} +- {s:.1f} |' in text
-  assert text.count('| clip_') == 6  # every raw run listed
-  assert 'not run yet: declip/full, declip/quarter, brivl/full' in text
-  assert 'fewer seeds' not in text
-  assert 'fewer seeds than [0, 1, 2]: clip/full' in de.table(recs[1:], meta)
+  text = report.table(recs, meta, de.ABLATIONS)
+  agg = report.aggregate(recs)
+  m, s, _ = agg[('clip', '', 'pretrained', 'quarter')]['rsum']
+  assert f'| clip | pretrained | quarter | 3 | {m:.1f} +- {s:.1f} |' in text
+  q, b = agg[('zerovl', '', 'scratch', 'quarter')]['rsum'], agg[('clip', '', 'scratch', 'full')][
+      'rsum']
+  assert f'| zerovl | scratch | {q[0]:.1f} +- {q[1]:.1f} | {b[0]:.1f} +- {b[1]:.1f} | ' \
+         f'{q[0] - b[0]:+.1f} |' in text
+  delta = agg[('zerovl', 'no_mixup', 'scratch', 'full')]['rsum'][0] - agg[
+      ('zerovl', '', 'scratch', 'full')]['rsum'][0]
+  assert f'| zerovl | no_mixup (without coin-flip mixup) | scratch | full | 3 |' in text
+  assert f'| {delta:+.1f} |' in text
+  assert '| clip pretrained full | 1.0 | 2.0 |' in text  # mean of seeds 0, 1, 2 per step
+  assert 'declip/scratch/full' in text and 'zerovl-no_debiased/pretrained/quarter' in text
+  assert 'zerovl-no_mixup/scratch/full' not in text.split('## Missing cells')[1].split('##')[0]
+  assert text.count('| clip_') == 12  # every raw run listed
   path = tmp_path / 'p.png'
-  de.plot(recs, str(path))
+  plot_data_efficiency.plot(recs, str(path))
   img = np.asarray(Image.open(path).convert('RGB'))
-  # both bar colours are drawn (full: blue, quarter: orange)
-  assert ((img == (46, 98, 170)).all(-1)).sum() > 100
-  assert ((img == (230, 140, 40)).all(-1)).sum() > 100
+  for color in ((46, 98, 170), (230, 140, 40)):  # scratch full, pretrained full bars
+    assert (np.abs(img.astype(int) - color).sum(-1) < 6).sum() > 100
 
 
-def test_load_keeps_newest_and_names_bad_line(tmp_path):
+def test_write_keeps_the_hand_written_head(tmp_path):
+  page = tmp_path / 'DE.md'
+  page.write_text('# Title\n\nmy analysis\n\n' + report.MARKER + '\nold table\n')
+  report.write(str(page), report.MARKER + '\nnew table\n')
+  assert page.read_text() == '# Title\n\nmy analysis\n\n' + report.MARKER + '\nnew table\n'
+
+
+def test_load_keeps_newest_skips_legacy_and_names_bad_line(tmp_path):
   path = tmp_path / 'r.jsonl'
   a, b = _records()[0], dict(_records()[0], rsum=1.0)
-  path.write_text(json.dumps(a) + '\n' + json.dumps(b) + '\n')
-  recs = de.load(str(path))
+  legacy = {k: v for k, v in a.items() if k not in ('regime', 'variant')}
+  path.write_text(json.dumps(legacy) + '\n' + json.dumps(a) + '\n' + json.dumps(b) + '\n')
+  recs = report.load(str(path))
   assert len(recs) == 1 and recs[0]['rsum'] == 1.0
-  copy = dict(a, rsum=2.0, wall_s=None)  # a read-back copy does not replace the trained run
-  path.write_text(json.dumps(a) + '\n' + json.dumps(copy) + '\n')
-  assert de.load(str(path))[0]['wall_s'] == 60.0
   path.write_text(json.dumps(a) + '\nnot json\n')
   with pytest.raises(SystemExit, match=r'r.jsonl:2'):
-    de.load(str(path))
+    report.load(str(path))

@@ -1,5 +1,6 @@
 """Pretrained weights for a configured model: `model.image.init_from`, `model.text.init_from`
-('<format>:<path>', one tower) and `model.init_from` (a vlalign workdir or '<format>:<path>' of
+('<format>:<path>', one tower; format 'vlalign' takes that tower from a vlalign workdir's newest
+checkpoint) and `model.init_from` (a vlalign workdir or '<format>:<path>' of
 a whole two-tower checkpoint). Everything here runs on the host with NumPy arrays."""
 
 import logging
@@ -11,7 +12,7 @@ import numpy as np
 
 from vlalign.weights import common, hf_align, hf_bert, openclip, timm_effnet, timm_vit
 
-FORMATS = ('openclip', 'hf', 'timm')
+FORMATS = ('openclip', 'hf', 'timm', 'vlalign')
 # Parameters a checkpoint may carry that a configured tower may lack (dropped when absent).
 OPTIONAL = ('pooler/', 'top_conv/', 'top_bn/', 'classifier/')
 # Reference-library config files looked for next to a checkpoint (heads, QuickGELU, ...).
@@ -127,6 +128,20 @@ def _model_source(spec: str) -> dict[str, np.ndarray]:
                             'checkpoint')
 
 
+def workdir_tower(workdir: str, tower: str) -> dict[str, np.ndarray]:
+  """One tower's variables ('params/<tower>_tower/...' and its batch-norm statistics) from the
+  newest checkpoint of a vlalign workdir (the projection and everything else stay behind)."""
+  if not os.path.isdir(workdir):
+    raise common.WeightsError(f'config.model.{tower}.init_from=vlalign:{workdir}: not a directory '
+                              '(a vlalign workdir is expected)')
+  part = f'/{tower}_tower/'
+  out = {k: v for k, v in _workdir_variables(workdir).items() if part in f'/{k}'}
+  if not any(k.startswith('params/') for k in out):
+    raise common.WeightsError(f'config.model.{tower}.init_from=vlalign:{workdir}: its checkpoint '
+                              f'holds no {tower}_tower parameters')
+  return out
+
+
 def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarray]:
   """Flat {'params/image_tower/...': array, 'batch_stats/...': array} of every configured
   init_from (model.init_from first, then the towers'), checked against the model's shapes."""
@@ -138,6 +153,9 @@ def initial_variables(model_cfg, abstract_variables: Any) -> dict[str, np.ndarra
     spec = model_cfg[tower].get('init_from')
     if spec:
       fmt, path = parse_spec(spec, f'model.{tower}.init_from')
+      if fmt == 'vlalign':
+        loaded.update(workdir_tower(path, tower))
+        continue
       name = f'params/{tower}_tower'
       sub = {k[len(name) + 1:]: s for k, s in target.items() if k.startswith(name + '/')}
       params = tower_tensors(fmt, path, tower, sub)
