@@ -239,6 +239,31 @@ def test_checkpoints_leave_the_preemption_sync_point_to_the_train_loop(tmp_path,
   assert not asked
 
 
+def test_a_failed_compile_barrier_is_one_line_and_exit_1(monkeypatch, capsys):
+  """After compiling, the processes meet at a coordination-service barrier; when it fails (a
+  peer lost, or later than the bound) the process ends with one line, not a traceback."""
+  from vlalign import preemption  # pylint: disable=g-import-not-at-top
+
+  class Client:
+    def wait_at_barrier(self, name, timeout_in_ms):
+      assert timeout_in_ms == preemption.COMPILE_SKEW_S * 1000
+      raise jax.errors.JaxRuntimeError(f'DEADLINE_EXCEEDED: Barrier timed out. Id: {name}\nmore')
+
+  def exit_(code):
+    raise SystemExit(code)
+
+  monkeypatch.setattr(preemption, '_client', Client)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(preemption.os, '_exit', exit_)
+  with pytest.raises(SystemExit) as e:
+    preemption.align_processes('vlalign_compiled_0')
+  assert e.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f'vlalign: process 0 of 2: the processes did not all reach vlalign_compiled_0 '
+                 f'within 3600 s (a peer process died or hangs): DEADLINE_EXCEEDED: Barrier '
+                 f'timed out. Id: vlalign_compiled_0'], err
+
+
 def test_sigkill_mid_run_then_restart_equals_uninterrupted(straight, tmp_path, cache):
   proc = subprocess.Popen(_cmd(tmp_path), cwd=ROOT, env=_env(cache), stderr=subprocess.DEVNULL)
   try:
