@@ -25,15 +25,40 @@ def heldout(loaded):
   return pipeline.load_eval_set(paths['heldout'], loaded.config.data, loaded.tokenizer), paths
 
 
-def test_load_reproduces_the_runs_heldout_numbers(tiny_workdir, loaded, heldout):
+def _raw_heldout(pattern: str, folder) -> dict:
+  """The held-out records as a user holds them: each image's bytes written to a file, its
+  caption and attribute labels (the first of each list, -1 for none), in shard order."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  spec = {'image': tf.io.FixedLenFeature([], tf.string),
+          'text': tf.io.FixedLenFeature([], tf.string),
+          'num_objects': tf.io.FixedLenFeature([], tf.int64),
+          **{k: tf.io.VarLenFeature(tf.int64) for k in ('colors', 'shapes', 'sizes')}}
+  out = {'file': [], 'text': [], 'num_objects': [], 'colors': [], 'shapes': [], 'sizes': []}
+  for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))):
+    ex = tf.io.parse_single_example(record, spec)
+    out['file'].append(str(folder / f'{len(out["file"])}.img'))
+    with open(out['file'][-1], 'wb') as f:
+      f.write(ex['image'].numpy())
+    out['text'].append(ex['text'].numpy().decode())
+    out['num_objects'].append(int(ex['num_objects']))
+    for k in ('colors', 'shapes', 'sizes'):
+      out[k].append(int(ex[k].values[0]) if ex[k].values.shape[0] else -1)
+  return {k: v if k in ('file', 'text') else np.array(v) for k, v in out.items()}
+
+
+def test_load_reproduces_the_runs_heldout_numbers(tiny_workdir, loaded, heldout, tmp_path):
+  """The held-out images from files through preprocess + encode_image, the captions through
+  encode_text, and the run's metric definitions: every number in <workdir>/eval/heldout.json
+  within rtol 1e-6 (recall and accuracy are counts over 100 pairs, so any ranking change
+  would move them by 0.01)."""
   from vlalign.data.embedded import generator  # pylint: disable=g-import-not-at-top
   from vlalign.evaluate import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
-  data, _ = heldout
+  data = _raw_heldout(heldout[1]['heldout'], tmp_path)
   with open(tiny_workdir / 'eval' / 'heldout.json') as f:
     want = json.load(f)
   assert loaded.step == want['step'] == 6
-  img = loaded.encode_image(data['image'])
-  txt = loaded.encode_text([t.decode() for t in data['text']])
+  img = loaded.encode_image(loaded.preprocess(data['file']))
+  txt = loaded.encode_text(data['text'])
   assert img.dtype == txt.dtype == np.float32 and img.shape == (100, 32)
   np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, rtol=1e-5)
   got = {f'eval/retrieval/{k}': v for k, v in metrics_lib.retrieval_metrics(img, txt).items()}

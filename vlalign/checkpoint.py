@@ -12,6 +12,24 @@ class CheckpointMismatchError(ValueError):
   """The checkpoint in the workdir does not fit the state the config builds."""
 
 
+class _Manager(ocp.CheckpointManager):
+  """orbax's CheckpointManager that leaves JAX's preemption sync point to the train loop.
+
+  The sync point keeps one counter per process, the step of the latest call, and on a notice
+  it stops every process at (the largest counter) + 1, so the counter must only grow. orbax
+  calls it too: in should_save / save (the current step, harmless) and from its background
+  'save_finalize' thread with the step of a finished async save, a step the main thread has
+  already left behind. A notice right then computes the stop step from that stale counter: a
+  stop step some process has already passed, so one process enters the collective save while
+  another enters the next train step (a hang, or a notice lost). The train loop alone asks
+  (preemption.StopSignal.should_stop, once per step) and saves with force=True.
+  """
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
+
+
 def make_manager(directory: str, *, save_every: int, keep: int | None) -> ocp.CheckpointManager:
   """CheckpointManager saving every `save_every` steps and keeping the newest `keep` (0 or
   None: every checkpoint; config.keep_checkpoints).
@@ -23,7 +41,7 @@ def make_manager(directory: str, *, save_every: int, keep: int | None) -> ocp.Ch
     raise ValueError(f'keep={keep} must be >= 0 and save_every={save_every} >= 1')
   options = ocp.CheckpointManagerOptions(save_interval_steps=save_every,
                                          max_to_keep=keep or None, create=True)
-  return ocp.CheckpointManager(directory, options=options, item_names=('state', 'data'))
+  return _Manager(directory, options=options, item_names=('state', 'data'))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_position: dict,

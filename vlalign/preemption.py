@@ -71,14 +71,34 @@ class StopSignal:
       signal.signal(sig, handler)
 
 
-def align_processes(name: str, timeout_s: float) -> None:
+# How long the processes may take to finish compiling one after another (one may hit the
+# persistent compilation cache while another compiles for minutes). A peer that dies meanwhile
+# is caught sooner by JAX's heartbeat (config.peer_timeout_s + 60 s, main.py).
+COMPILE_SKEW_S = 3600.0
+
+
+def align_processes(name: str, timeout_s: float = COMPILE_SKEW_S) -> None:
   """Multi-process runs: waits at a coordination-service barrier (not a device collective) until
   every process arrives, so that the first collective of a newly compiled step starts on all of
   them together (gloo sets up its connections with a 30 s deadline; processes that compiled at
-  different speeds on a loaded host would miss it)."""
+  different speeds on a loaded host would miss it). A barrier that fails (a peer lost, or later
+  than `timeout_s`) ends the process with one line and exit status 1."""
   client = _client()
   if jax.process_count() > 1 and client is not None:
-    client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+    try:
+      client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+    except jax.errors.JaxRuntimeError as e:
+      _exit_one_line(f'vlalign: process {jax.process_index()} of {jax.process_count()}: the '
+                     f'processes did not all reach {name} within {timeout_s:.0f} s (a peer '
+                     f'process died or hangs): {str(e).splitlines()[0]}')
+
+
+def _exit_one_line(msg: str) -> None:
+  """Logs `msg`, prints it on stderr and ends the process with status 1 at once: the other
+  threads may wait in a collective or in JAX's shutdown barrier, which nothing else ends."""
+  logging.error('%s', msg)
+  print(msg, file=sys.stderr, flush=True)
+  os._exit(1)
 
 
 class PeerWatchdog:
@@ -110,9 +130,7 @@ class PeerWatchdog:
                f'completed for {self.timeout_s:.0f} s after step {self._step} '
                f'(config.peer_timeout_s): a peer process died or hangs; exiting without a '
                f'checkpoint (the run resumes from the last one in {self._workdir}/checkpoints)')
-        logging.error('%s', msg)
-        print(msg, file=sys.stderr, flush=True)
-        os._exit(1)  # the main thread waits in a collective: nothing else can end it
+        _exit_one_line(msg)  # the main thread waits in a collective: nothing else can end it
 
   def close(self) -> None:
     self._done.set()

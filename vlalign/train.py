@@ -606,7 +606,7 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
       compiled = train_step.lower(state, batch).compile()
       flops_per_step = perf.compiled_flops(compiled)
       logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
-      preemption.align_processes(f'vlalign_compiled_{start}', config.peer_timeout_s)
+      preemption.align_processes(f'vlalign_compiled_{start}')
     profiler.before_step(step)
     state, metrics = compiled(state, batch)
     profiler.after_step(step, state)

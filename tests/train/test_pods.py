@@ -139,7 +139,7 @@ def _start_pod(workdir, cache, logs, *overrides):
           for i in range(2)]
 
 
-def _wait_for_steps(workdir, process, steps, procs, timeout=900):
+def _wait_for_steps(workdir, process, steps, procs, timeout=600):
   """Waits until `process` has started `steps` steps (its example-id lines)."""
   path = os.path.join(workdir, 'example_ids', f'process_{process}.jsonl')
   deadline = time.time() + timeout
@@ -148,7 +148,7 @@ def _wait_for_steps(workdir, process, steps, procs, timeout=900):
       with open(path) as f:
         if sum(1 for _ in f) >= steps:
           return
-    time.sleep(0.2)
+    time.sleep(0.05)
   raise AssertionError(f'process {process} did not reach step {steps}')
 
 
@@ -157,16 +157,27 @@ def _read(path) -> str:
     return f.read()
 
 
+# The pod runs below skip the held-out evaluation (not under test here); their train step is the
+# one test_two_processes_... compiled (a compilation-cache hit). The periodic async checkpoints
+# stay: their finishing thread is where orbax used to move JAX's preemption counter back.
+POD_QUICK = ('--config.evals.heldout=False',)
+
+
 @pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_the_same_step(straight_batch, tmp_path, cache):
   """Pod-safe preemption: only process 1 gets SIGTERM. JAX's preemption sync point makes both
   stop after the same step; both checkpoint it (one collective save) and exit 0 within 120 s;
-  the resumed run equals the uninterrupted one."""
+  the resumed run equals the uninterrupted one. Process 0 (which also hosts the coordination
+  service) is frozen while the signal arrives, so neither process can run more than one step
+  before the notice is shared, however fast the steps are (JAX polls for SIGTERM once a second)."""
   two, logs = tmp_path / 'two', tmp_path / 'logs'
-  procs = _start_pod(two, cache, logs)
+  procs = _start_pod(two, cache, logs, *POD_QUICK)
   try:
-    _wait_for_steps(two, 1, 4, procs)
+    _wait_for_steps(two, 1, 2, procs)
+    procs[0].send_signal(signal.SIGSTOP)
     procs[1].send_signal(signal.SIGTERM)
+    time.sleep(2)
+    procs[0].send_signal(signal.SIGCONT)
     codes = [p.wait(timeout=120) for p in procs]
   finally:
     for p in procs:
@@ -174,17 +185,17 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(straight_batch, tmp_
   text = [_read(logs / f'p{i}.log') for i in range(2)]
   assert codes == [0, 0], [t[-2000:] for t in text]
   saved = [int(t.split('received: saved a checkpoint at step ')[1].split(';')[0]) for t in text]
-  assert saved[0] == saved[1] and 4 <= saved[0] < STEPS, saved
+  assert saved[0] == saved[1] and 2 <= saved[0] < STEPS, saved
   assert checkpoint_steps(two)[-1] == saved[0]
   again = subprocess.run(['bash', 'launch/local.sh', '2', *_cmd(two)[3:],
-                          '--config.data.host_split=batch'], cwd=ROOT, env=_env(cache, 2),
-                         capture_output=True, text=True, timeout=600)
+                          '--config.data.host_split=batch', *POD_QUICK], cwd=ROOT,
+                         env=_env(cache, 2), capture_output=True, text=True, timeout=600)
   assert again.returncode == 0, again.stderr[-4000:]
   assert f'Resumed from checkpoint at step {saved[0]}' in again.stderr
   assert_pod_equals_one(two, straight_batch)
 
 
-PEER_TIMEOUT_S = 20
+PEER_TIMEOUT_S = 10
 
 
 @pytest.mark.slow
@@ -193,11 +204,10 @@ def test_a_killed_peer_ends_the_other_process_with_one_line(tmp_path, cache):
   it exits 1 with one line naming config.peer_timeout_s within that time (plus the step in
   flight and a 60 s margin for a loaded CI machine)."""
   logs = tmp_path / 'logs'
-  procs = _start_pod(tmp_path / 'w', cache, logs, '--config.total_steps=400',
-                     '--config.checkpoint_every=1000', '--config.log_every=1000',
+  procs = _start_pod(tmp_path / 'w', cache, logs, *POD_QUICK,
                      f'--config.peer_timeout_s={PEER_TIMEOUT_S}')
   try:
-    _wait_for_steps(tmp_path / 'w', 0, 4, procs)
+    _wait_for_steps(tmp_path / 'w', 1, 2, procs)
     procs[1].send_signal(signal.SIGKILL)
     killed = time.time()
     code = procs[0].wait(timeout=PEER_TIMEOUT_S + 120)
@@ -209,6 +219,49 @@ def test_a_killed_peer_ends_the_other_process_with_one_line(tmp_path, cache):
   assert code != 0, text[-2000:]
   assert 'a peer process died or hangs' in text and 'config.peer_timeout_s' in text, text[-2000:]
   assert elapsed < PEER_TIMEOUT_S + 60, elapsed
+
+
+def test_checkpoints_leave_the_preemption_sync_point_to_the_train_loop(tmp_path, monkeypatch):
+  """JAX's sync point stops every process at (the largest step any asked about) + 1, so only
+  the train loop may ask, once per step: orbax's manager asked too, from its save_finalize
+  thread with the step of a finished async save, which put a process's counter back."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from vlalign import checkpoint  # pylint: disable=g-import-not-at-top
+  asked = []
+  monkeypatch.setattr(multihost_utils, 'reached_preemption_sync_point',
+                      lambda step: asked.append(step) or False)
+  manager = checkpoint.make_manager(str(tmp_path), save_every=1, keep=2)
+  for step in (1, 2):
+    assert manager.should_save(step)
+    checkpoint.save(manager, step, {'w': np.arange(3.0)}, {'position': step})
+  assert checkpoint.saved_steps(manager) == [1, 2]
+  manager.close()
+  assert not asked
+
+
+def test_a_failed_compile_barrier_is_one_line_and_exit_1(monkeypatch, capsys):
+  """After compiling, the processes meet at a coordination-service barrier; when it fails (a
+  peer lost, or later than the bound) the process ends with one line, not a traceback."""
+  from vlalign import preemption  # pylint: disable=g-import-not-at-top
+
+  class Client:
+    def wait_at_barrier(self, name, timeout_in_ms):
+      assert timeout_in_ms == preemption.COMPILE_SKEW_S * 1000
+      raise jax.errors.JaxRuntimeError(f'DEADLINE_EXCEEDED: Barrier timed out. Id: {name}\nmore')
+
+  def exit_(code):
+    raise SystemExit(code)
+
+  monkeypatch.setattr(preemption, '_client', Client)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(preemption.os, '_exit', exit_)
+  with pytest.raises(SystemExit) as e:
+    preemption.align_processes('vlalign_compiled_0')
+  assert e.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f'vlalign: process 0 of 2: the processes did not all reach vlalign_compiled_0 '
+                 f'within 3600 s (a peer process died or hangs): DEADLINE_EXCEEDED: Barrier '
+                 f'timed out. Id: vlalign_compiled_0'], err
 
 
 def test_sigkill_mid_run_then_restart_equals_uninterrupted(straight, tmp_path, cache):
