@@ -69,11 +69,14 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   return config
 
 
+OPTIONS = ('scratch', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """BriVL at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
     config = _load('demo.py').get_config('tiny' if 'tiny' in args else 'v48')
     brivl_method(config, queue_batches=8 if 'small' in args and 'tiny' not in args else 3)
-    return config
-  return paper_config(pretrained='scratch' not in args)
+    return config_lib.finish(config)
+  return config_lib.finish(paper_config(pretrained='scratch' not in args))

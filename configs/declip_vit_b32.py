@@ -77,9 +77,8 @@ def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_s
   return config
 
 
-def demo_config(arg: str) -> ml_collections.ConfigDict:
+def demo_config(tiny: bool) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the DeCLIP objective."""
-  tiny = 'tiny' in arg.split(',')
   config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   declip_method(config, bank_batches=3 if tiny else 8)
   # SimSiam heads scaled with the embedding (the paper's 1024 / 512 go with 512-d embeddings):
@@ -92,11 +91,14 @@ def demo_config(arg: str) -> ml_collections.ConfigDict:
   return config
 
 
+OPTIONS = ('mvs06', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """DeCLIP ViT-B/32; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
-    return demo_config(','.join(sorted(args)))
+    return config_lib.finish(demo_config(tiny='tiny' in args))
   image = ml_collections.ConfigDict({'name': 'clip_vit', 'patch': 32, 'width': 768, 'depth': 12,
                                      'num_heads': 12, 'output_dim': 512})
-  return paper_config(image, mvs_weight=0.6 if 'mvs06' in args else 0.4)
+  return config_lib.finish(paper_config(image, mvs_weight=0.6 if 'mvs06' in args else 0.4))

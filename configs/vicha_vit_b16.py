@@ -110,9 +110,8 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   return config
 
 
-def demo_config(arg: str) -> ml_collections.ConfigDict:
+def demo_config(tiny: bool) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the ViCHA objective."""
-  tiny = 'tiny' in arg.split(',')
   config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   if tiny:
     config.model.image.update(depth=2)
@@ -130,9 +129,12 @@ def demo_config(arg: str) -> ml_collections.ConfigDict:
   return config
 
 
+OPTIONS = ('scratch', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """ViCHA at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
-    return demo_config(','.join(sorted(args)))
-  return paper_config(pretrained='scratch' not in args)
+    return config_lib.finish(demo_config(tiny='tiny' in args))
+  return config_lib.finish(paper_config(pretrained='scratch' not in args))

@@ -5,7 +5,7 @@ import json
 import os
 import re
 import types
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -291,6 +291,37 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
+def parse_variants(arg: str | None, options: Sequence[str], path: str) -> frozenset[str]:
+  """The options of a config file's comma-separated `arg` (`configs/x.py:small,tiny`); an
+  option not in `options` is a ConfigError naming the file (`path`, its __file__) and the valid
+  options."""
+  args = frozenset(a.strip() for a in (arg or '').split(',') if a.strip())
+  unknown = sorted(args - set(options))
+  if unknown:
+    raise ConfigError(f'config file {os.path.basename(path)}: unknown option(s) {unknown} in '
+                      f'{arg!r}; valid options: {", ".join(options) or "none"}')
+  return args
+
+
+def lock_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks `config` and every ConfigDict inside it, also those a recipe assigned whole after
+  base_config() was locked (ml_collections' lock() stops at an already locked dict), so that
+  setting an unknown field anywhere (e.g. model.image.patchsize) fails; returns `config`."""
+  for value in config.values():
+    if isinstance(value, ml_collections.ConfigDict):
+      lock_all(value)
+  return config.lock()
+
+
+def finish(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A recipe file's last step (every configs/*.py get_config returns finish(config)): checks
+  each tower sub-config's fields against its tower (ConfigError naming the field) and locks
+  the whole tree (lock_all)."""
+  for tower in ('image', 'text'):
+    _check_tower_fields(config.model[tower], f'model.{tower}')
+  return lock_all(config)
+
+
 def _check(cond: bool, field: str, msg: str) -> None:
   if not cond:
     raise ConfigError(f'config.{field}: {msg}')
@@ -501,9 +532,23 @@ def _validate_tower(t: ml_collections.ConfigDict, field: str) -> None:
            f'{t.num_heads} does not divide {field}.width={t.width}')
 
 
+def _check_tower_fields(t: ml_collections.ConfigDict, field: str) -> None:
+  """Every key of a tower sub-config is a field of its tower (typos such as
+  model.image.patchsize are named, not passed on to the tower's constructor)."""
+  towers = two_tower.IMAGE_TOWERS if field.endswith('image') else two_tower.TEXT_TOWERS
+  _check_choice(t.get('name'), f'{field}.name', towers)
+  known = two_tower.tower_fields(t.name)
+  for key in t:
+    _check(key in known, f'{field}.{key}',
+           f'is not a field of the {t.name!r} tower; its fields: {", ".join(sorted(known))}')
+
+
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
-  _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
-  _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
+  _check_choice(m.image.get('name'), 'model.image.name', two_tower.IMAGE_TOWERS)
+  _check_choice(m.text.get('name'), 'model.text.name', two_tower.TEXT_TOWERS)
+  _validate_patch_dropout(m.image)  # before the field check: names the field, not the tower
+  _check_tower_fields(m.image, 'model.image')
+  _check_tower_fields(m.text, 'model.text')
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
   _validate_tower(m.image, 'model.image')
   _validate_tower(m.text, 'model.text')
@@ -513,7 +558,6 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   if m.image.name in ('vit', 'clip_vit'):
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
-  _validate_patch_dropout(m.image)
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
     k = vit.HYBRID_PATCHIFY
@@ -844,7 +888,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
     raise ConfigError('config.json: the top level must be an object of config fields')
   config = base_config()
   _merge(config, values, '')
-  return config
+  return lock_all(config)
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
