@@ -22,8 +22,6 @@ from vlalign.weights import load as weights_load
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = losses_api.NAMES
-METHODS = ('clip', 'brivl', 'declip', 'vicha')  # vlalign/methods/__init__.py maps the names to modules
-DECLIP_LOSSES = ('mvs', 'iss', 'tss', 'nns')
 
 
 def _data_defaults() -> ml_collections.ConfigDict:
@@ -322,13 +320,18 @@ def finish(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return lock_all(config)
 
 
-def _check(cond: bool, field: str, msg: str) -> None:
+def check(cond: bool, field: str, msg: str) -> None:
+  """Raises ConfigError('config.<field>: <msg>') unless `cond`."""
   if not cond:
     raise ConfigError(f'config.{field}: {msg}')
 
 
-def _check_choice(value: Any, field: str, choices) -> None:
-  _check(value in choices, field, f'{value!r} is not one of {sorted(choices)}')
+def check_choice(value: Any, field: str, choices) -> None:
+  """`value` is one of `choices` (the field and the choices are named otherwise)."""
+  check(value in choices, field, f'{value!r} is not one of {sorted(choices)}')
+
+
+_check, _check_choice = check, check_choice
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -540,7 +543,8 @@ def _check_tower_fields(t: ml_collections.ConfigDict, field: str) -> None:
   known = two_tower.tower_fields(t.name)
   for key in t:
     _check(key in known, f'{field}.{key}',
-           f'is not a field of the {t.name!r} tower; its fields: {", ".join(sorted(known))}')
+           f'is not a field of the {t.name!r} tower (config.{field}.name); its fields: '
+           f'{", ".join(sorted(known))}')
 
 
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
@@ -754,91 +758,32 @@ def _validate_method_ranges(me: ml_collections.ConfigDict) -> None:
 
 
 def _validate_method(config: ml_collections.ConfigDict) -> None:
-  me, batch = config.method, config.data.global_batch
-  _check_choice(me.name, 'method.name', METHODS)
+  """method.name from the method table (vlalign/methods), the views its data needs, then the
+  method's own checks (its module's validate)."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  me = config.method
+  _check_choice(me.name, 'method.name', methods.METHODS)
   _validate_method_ranges(me)
-  if me.name == 'brivl':
-    _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-    _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
-           'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
-           f'data.global_batch={batch}')
-    _check(me.temperature > 0, 'method.temperature', 'must be positive')
-  if me.name == 'declip':
-    _check(set(me.weights) == set(DECLIP_LOSSES), 'method.weights',
-           f'must name exactly {list(DECLIP_LOSSES)}, got {sorted(me.weights)}')
-    for name in DECLIP_LOSSES:
-      _check(me.weights[name] >= 0, f'method.weights.{name}', 'must be >= 0')
-    _check(isinstance(me.bank_size, int) and me.bank_size >= 2 * batch
-           and me.bank_size % batch == 0, 'method.bank_size',
-           f'{me.bank_size!r} must be a multiple of data.global_batch={batch} and at least '
-           f'2 x global_batch (T and T\' are enqueued each step)')
-    _check(me.projector_dim > 0, 'method.projector_dim', 'must be positive')
-    _check(me.predictor_dim > 0, 'method.predictor_dim', 'must be positive')
-    _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
-    for view in ('image2', 'text_mlm', 'text_eda'):
-      _check(config.data.views[view], f'data.views.{view}',
-             'must be True for method.name="declip" (it trains on that view)')
-  if me.name == 'vicha':
-    _validate_vicha(config)
+  method = methods.get_method(me.name)
+  for view in method.data_needs(config).views:
+    _check(config.data.views[view], f'data.views.{view}',
+           f'must be True for method.name="{me.name}" (it trains on that view)')
+  method.validate(config)
 
 
-def _tower_depth(tower: ml_collections.ConfigDict) -> int:
+def check_queue(size: Any, field: str, batch: int, least: int = 1) -> None:
+  """A bank / queue size: a multiple of data.global_batch holding at least `least` batches."""
+  _check(_is_int(size) and size >= least * batch and size % batch == 0, field,
+         f'{size!r} must be a multiple of data.global_batch={batch}' +
+         (f' and at least {least} x global_batch' if least > 1 else ' (positive)'))
+
+
+def tower_depth(tower: ml_collections.ConfigDict) -> int:
+  """A text / image tower's block count (BERT's from its size preset when depth is 0)."""
   if tower.name == 'bert':
     from vlalign.models import bert  # pylint: disable=g-import-not-at-top
     return tower.get('depth') or bert.SIZES[tower.get('size', 'base')][0]
   return tower.depth
-
-
-def _validate_vicha(config: ml_collections.ConfigDict) -> None:
-  """ViCHA's fields (vlalign/methods/vicha.py)."""
-  me, m, batch = config.method, config.model, config.data.global_batch
-  _check(m.image.name == 'vit', 'model.image.name',
-         f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
-         f'tokens act on its token sequence), got {m.image.name!r}')
-  _check(m.text.name in ('transformer', 'bert'), 'model.text.name',
-         f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
-         f'got {m.text.name!r}')
-  _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-  _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
-         'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
-         f'data.global_batch={batch}')
-  _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
-  depths = {'image': _tower_depth(m.image), 'text': _tower_depth(m.text)}
-  for i, pair in enumerate(me.levels):
-    _check(len(pair) == 2, f'method.levels[{i}]', f'must be (vit_block, text_layer), got {pair!r}')
-    for value, tower in zip(pair, ('image', 'text')):
-      _check(isinstance(value, int) and 1 <= value <= depths[tower], f'method.levels[{i}]',
-             f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
-             f'{depths[tower]}] (levels are 1-based)')
-  for name in ('hier_weight', 'mim_weight', 'alpha'):
-    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
-  _check(me.alpha <= 1, 'method.alpha', f'must be in [0, 1], got {me.alpha!r}')
-  _check(isinstance(me.distill_ramp_steps, int) and me.distill_ramp_steps >= 0,
-         'method.distill_ramp_steps', f'must be an int >= 0, got {me.distill_ramp_steps!r}')
-  patches = (config.data.image_size // m.image.patch) ** 2
-  visible = int(patches * (1 - me.mask_ratio))
-  _check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.mask_ratio',
-         f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
-         f'{patches} per image')
-  for name in ('width', 'depth', 'num_heads'):
-    _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
-    _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
-  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
-  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
-  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
-         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
-  _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
-         f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
-  _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
-         'method.concepts_encoder.num_heads', 'must divide method.concepts_encoder.width')
-  _check(isinstance(me.use_concepts, bool), 'method.use_concepts', 'must be True or False')
-  if me.use_concepts:
-    _check(bool(me.concepts_file), 'method.concepts_file',
-           'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
-           '--workdir=<teacher workdir> --output=<file> (or set method.use_concepts=False)')
-    _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
-    _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
-           f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
 
 
 # Fields whose keys a recipe chooses (a whole dict is assigned, as `config.mesh = {...}` or a

@@ -23,8 +23,10 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
+from vlalign import config_lib
+from vlalign.losses import sharded
 from vlalign.methods import bank, ema
 
 
@@ -39,6 +41,14 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   return params, extra
 
 
+def validate(config) -> None:
+  """Momentum below 1, queues a multiple of the global batch, a positive temperature."""
+  me, check = config.method, config_lib.check
+  check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.queue_size', config.data.global_batch)
+  check(me.temperature > 0, 'method.temperature', 'must be positive')
+
+
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
   """Momentum parameters placed like the parameters; queues split over the batch axes."""
   queue = bank.shardings(mesh, config.batch_axes)
@@ -46,8 +56,9 @@ def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
           'queue_image': queue, 'queue_text': dict(queue)}
 
 
-def _queue_body(q, k, queue, *, scale, axis):
+def _queue_body(q, k, queue, *, scale, axis_name):
   """Per device: local queries q and positive keys k [b, d], this device's queue rows [K/D, d]."""
+  axis = axis_name
   b = q.shape[0]
   q_all = jax.lax.all_gather(q, axis, tiled=True)  # [B, d]: the queries go to the queue rows
   neg = scale * q_all @ queue.T  # [B, K/D]
@@ -71,11 +82,9 @@ def queue_loss(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, scale: float,
   """(loss, accuracy): InfoNCE of unit queries q [B, d] against their positive keys k [B, d]
   (no gradient into k) with the rows of `queue` [K, d] as the only negatives; q and k sharded on
   batch_axes, the queue on batch_axes too (it is never gathered: the queries are)."""
-  axes = tuple(batch_axes)
-  axis = axes if len(axes) > 1 else axes[0]
-  body = lambda a, b, c: _queue_body(a, b, c, scale=scale, axis=axis)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P(axes)), out_specs=(P(), P()))
-  return fn(q, jax.lax.stop_gradient(k), queue)
+  batch, rep = sharded.BATCH, sharded.REPLICATED
+  return sharded.run(_queue_body, mesh, batch_axes, (q, jax.lax.stop_gradient(k), queue),
+                     (batch, batch, batch), out=(rep, rep), scale=scale)
 
 
 def make_objective(config, model, mesh: Mesh):

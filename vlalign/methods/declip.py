@@ -47,11 +47,14 @@ from jax.sharding import Mesh
 
 from vlalign.losses import api as losses_api
 from vlalign.losses import contrastive
-from vlalign.methods import bank
+from vlalign import config_lib
+from vlalign.methods import bank, base
 from vlalign.methods import logit_scale
 from vlalign.models.two_tower import l2_normalize
 
 HEADS = 'declip'  # params[HEADS] holds the method's heads
+LOSSES = ('mvs', 'iss', 'tss', 'nns')
+VIEWS = ('image2', 'text_mlm', 'text_eda')  # data.views it trains on
 
 
 class BatchNorm(nn.Module):
@@ -117,6 +120,27 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   params = {**params, HEADS: {name: heads[name].init(k[i], inputs[name])['params']
                               for i, name in enumerate(sorted(heads))}}
   return params, {'bank': bank.init(k[3], me.bank_size, dim)}
+
+
+def validate(config) -> None:
+  """The four loss weights, a bank holding a step's T and T' insertions, positive head sizes."""
+  me, batch, check = config.method, config.data.global_batch, config_lib.check
+  check(set(me.weights) == set(LOSSES), 'method.weights',
+        f'must name exactly {list(LOSSES)}, got {sorted(me.weights)}')
+  for name in LOSSES:
+    check(me.weights[name] >= 0, f'method.weights.{name}', 'must be >= 0')
+  check(isinstance(me.bank_size, int) and me.bank_size >= 2 * batch
+        and me.bank_size % batch == 0, 'method.bank_size',
+        f'{me.bank_size!r} must be a multiple of data.global_batch={batch} and at least '
+        f'2 x global_batch (T and T\' are enqueued each step)')
+  for name in ('projector_dim', 'predictor_dim', 'max_logit_scale'):
+    check(me[name] > 0, f'method.{name}', 'must be positive')
+
+
+def data_needs(config) -> base.DataNeeds:
+  """A second image view, the MLM-masked and the EDA captions (data/views.py)."""
+  del config
+  return base.DataNeeds(views=VIEWS)
 
 
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:

@@ -56,8 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vlalign.losses import contrastive
-from vlalign.methods import bank, ema, logit_scale
+from vlalign import config_lib
+from vlalign.losses import contrastive, sharded
+from vlalign.methods import bank, base, ema, logit_scale
 from vlalign.models.text_transformer import TextTransformer
 from vlalign.models.two_tower import l2_normalize
 from vlalign.models.vit import EncoderBlock
@@ -205,6 +206,66 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   return params, extra
 
 
+def validate(config) -> None:
+  """ViCHA's cross-field checks: a ViT and a per-layer text tower, levels within the towers,
+  a mask that leaves patches on both sides, decoder / concept encoder shapes, the concepts."""
+  _check, _check_choice = config_lib.check, config_lib.check_choice
+  me, m, batch = config.method, config.model, config.data.global_batch
+  _check(m.image.name == 'vit', 'model.image.name',
+         f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
+         f'tokens act on its token sequence), got {m.image.name!r}')
+  _check(m.text.name in ('transformer', 'bert'), 'model.text.name',
+         f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
+         f'got {m.text.name!r}')
+  _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.queue_size', batch)
+  _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
+  depths = {'image': config_lib.tower_depth(m.image), 'text': config_lib.tower_depth(m.text)}
+  for i, pair in enumerate(me.levels):
+    _check(len(pair) == 2, f'method.levels[{i}]', f'must be (vit_block, text_layer), got {pair!r}')
+    for value, tower in zip(pair, ('image', 'text')):
+      _check(isinstance(value, int) and 1 <= value <= depths[tower], f'method.levels[{i}]',
+             f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
+             f'{depths[tower]}] (levels are 1-based)')
+  for name in ('hier_weight', 'mim_weight', 'alpha'):
+    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
+  _check(me.alpha <= 1, 'method.alpha', f'must be in [0, 1], got {me.alpha!r}')
+  _check(isinstance(me.distill_ramp_steps, int) and me.distill_ramp_steps >= 0,
+         'method.distill_ramp_steps', f'must be an int >= 0, got {me.distill_ramp_steps!r}')
+  patches = (config.data.image_size // m.image.patch) ** 2
+  visible = int(patches * (1 - me.mask_ratio))
+  _check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.mask_ratio',
+         f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
+         f'{patches} per image')
+  for name in ('width', 'depth', 'num_heads'):
+    _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
+    _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
+  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
+  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
+  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
+         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
+  _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
+         f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
+  _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
+         'method.concepts_encoder.num_heads', 'must divide method.concepts_encoder.width')
+  _check(isinstance(me.use_concepts, bool), 'method.use_concepts', 'must be True or False')
+  if me.use_concepts:
+    _check(bool(me.concepts_file), 'method.concepts_file',
+           'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
+           '--workdir=<teacher workdir> --output=<file> (or set method.use_concepts=False)')
+    _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
+    _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
+           f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
+
+
+def data_needs(config) -> base.DataNeeds:
+  """The visual concepts (file, draws per example, token length) when method.use_concepts."""
+  me = config.method
+  if not me.use_concepts:
+    return base.DataNeeds()
+  return base.DataNeeds(concepts=(me.concepts_file, me.concepts_sample, me.concepts_len))
+
+
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
   """Momentum parameters placed like the parameters; queues split over the batch axes."""
   queue = bank.shardings(mesh, config.batch_axes)
@@ -253,10 +314,10 @@ def hier_losses(image_levels: jnp.ndarray, text_levels: jnp.ndarray, scale: jnp.
       for i in range(image_levels.shape[1])]
 
 
-def _distill_body(q, qm, k, queue, scale, alpha, *, axis):
+def _distill_body(q, qm, k, queue, scale, alpha, *, axis_name):
   """Per device: local queries q (student) and qm (momentum) [b, d], local momentum keys k
   [b, d] (gathered: the batch columns), this device's queue rows [K/D, d]."""
-  b = q.shape[0]
+  b, axis = q.shape[0], axis_name
   me = jax.lax.axis_index(axis)
   sg = jax.lax.stop_gradient(scale)
   k_all = jax.lax.all_gather(k, axis, tiled=True)  # [B, d]
@@ -290,14 +351,11 @@ def distill_loss(q: jnp.ndarray, q_m: jnp.ndarray, k_m: jnp.ndarray, queue: jnp.
   alpha * softmax(scale * q_m . columns) + (1 - alpha) * one-hot(row's own key); mean over the
   batch. q, q_m, k_m sharded on batch_axes, the queue too (never gathered); no gradient into
   q_m, k_m, the queue or the targets."""
-  axes = tuple(batch_axes)
-  axis = axes if len(axes) > 1 else axes[0]
-  body = lambda a, b, c, d, s, al: _distill_body(a, b, c, d, s, al, axis=axis)
-  spec = P(axes)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, spec, P(), P()),
-                     out_specs=P())
+  batch, rep = sharded.BATCH, sharded.REPLICATED
   sg = jax.lax.stop_gradient
-  return fn(q, sg(q_m), sg(k_m), sg(queue), scale, sg(jnp.asarray(alpha, jnp.float32)))
+  return sharded.run(_distill_body, mesh, batch_axes,
+                     (q, sg(q_m), sg(k_m), sg(queue), scale, sg(jnp.asarray(alpha, jnp.float32))),
+                     (batch, batch, batch, batch, rep, rep))
 
 
 def distill_alpha(alpha: float, ramp_steps: int, updates: jnp.ndarray) -> jnp.ndarray:
