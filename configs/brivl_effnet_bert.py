@@ -42,9 +42,10 @@ def _load(name: str):
 
 def brivl_method(config: ml_collections.ConfigDict, queue_batches: int) -> None:
   """Sets the BriVL objective: m = 0.99, tau = 0.07 fixed, a queue of `queue_batches` batches."""
-  config.method.update(name='brivl', momentum=0.99, temperature=0.07,
-                       queue_size=queue_batches * config.data.global_batch)
-  # The objective uses method.temperature; the model's own temperature is kept equal and fixed.
+  config.method.name = 'brivl'
+  config.method.brivl.update(momentum=0.99, temperature=0.07,
+                             queue_size=queue_batches * config.data.global_batch)
+  # The objective uses method.brivl.temperature; the model's own temperature is kept equal and fixed.
   config.model.temperature_init, config.model.learn_temperature = 0.07, False
 
 

@@ -164,37 +164,19 @@ def _model_defaults() -> ml_collections.ConfigDict:
 
 
 def _method_defaults() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'name': 'clip',
-      # brivl: EMA factor of the momentum encoders, entries per key queue (a multiple of the
-      # global batch), fixed temperature tau.
-      'momentum': 0.99, 'queue_size': 9600, 'temperature': 0.07,
-      # declip: loss weights, text bank entries (a multiple of the global batch holding at least
-      # one step's 2 x global_batch insertions), SimSiam projector (3 layers) and predictor
-      # (hidden) widths, upper clamp of the logit scale.
-      'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2},
-      'bank_size': 65536, 'projector_dim': 1024, 'predictor_dim': 512,
-      'max_logit_scale': 100.0,
-      # vicha (also uses momentum, queue_size and max_logit_scale above): hierarchical
-      # alignment of (ViT block, text layer) pairs, 1-based (block k = the k-th block's output;
-      # the final layer is aligned by the main loss), weight per level; momentum distillation
-      # weight alpha, ramped in linearly over distill_ramp_steps updates; MAE branch (mask_ratio
-      # of the patches hidden, a decoder of `decoder` size, weight mim_weight); visual concepts
-      # (concepts_file from python -m vlalign.tools.concepts; concepts_sample drawn per example
-      # per step, tokenized to concepts_len, encoded by concepts_encoder + a Linear to the ViT
-      # width and appended to the ViT tokens).
-      'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
-      # columns of the hierarchical loss with gradient: 'none' (ViCHA: torch.no_grad gather),
-      # 'local' (this device's own), 'all' (exact gradient of the global loss).
-      'hier_column_grad': 'none',
-      'alpha': 0.4, 'distill_ramp_steps': 1000,
-      'mim_weight': 1.0, 'mask_ratio': 0.75,
-      # MAE / ViCHA decoder: 768 wide, 2 blocks, 16 heads, fixed 2-D sin-cos positions
-      # ('sincos'; 'learned' for a parameter).
-      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
-      'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
-      'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
-  })
+  """method.name and every method's own namespace, method.<name>.*, with the defaults its
+  module declares (vlalign/methods/<name>.py defaults())."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  spaces = {name: m.defaults() for name, m in methods.METHODS.items() if len(m.defaults())}
+  return ml_collections.ConfigDict({'name': 'clip', **spaces})
+
+
+def _loss_defaults() -> ml_collections.ConfigDict:
+  """config.loss (read by the methods whose LOSS_FIELDS name its fields: clip, declip)."""
+  # impl 'gather': b x B logits per device; 'blockwise': softmax in column chunks of `chunk`
+  # (b x chunk logits), sigmoid round the device ring (b x b). Same values and gradients.
+  return ml_collections.ConfigDict({'name': 'softmax', 'label_smoothing': 0.1,
+                                    'reduction': 'sum', 'impl': 'gather', 'chunk': 1024})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -207,10 +189,7 @@ def base_config() -> ml_collections.ConfigDict:
       'stop_at_step': 0,
       'data': _data_defaults(),
       'model': _model_defaults(),
-      # impl 'gather': b x B logits per device; 'blockwise': softmax in column chunks of `chunk`
-      # (b x chunk logits), sigmoid round the device ring (b x b). Same values and gradients.
-      'loss': {'name': 'softmax', 'label_smoothing': 0.1, 'reduction': 'sum', 'impl': 'gather',
-               'chunk': 1024},
+      'loss': _loss_defaults(),
       'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
                     'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
                     'eps': 1e-6, 'grad_clip': 1.0,
@@ -248,11 +227,12 @@ def base_config() -> ml_collections.ConfigDict:
       # record_example_ids: each step's example ids per host into
       # <workdir>/example_ids/process_<i>.jsonl (to audit what a run saw, resumes included).
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
-      # The training objective's recipe (vlalign/methods/): 'clip' = the contrastive loss of
-      # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
-      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision;
-      # 'vicha' = ALBEF-style ITC with momentum distillation + hierarchical alignment + MAE +
-      # visual concept tokens.
+      # The training objective's recipe (vlalign/methods/, the table methods.METHODS):
+      # method.name 'clip' = the contrastive loss of config.loss on one view per modality
+      # (with ZeroVL's mixup / grad_accum options); 'brivl' = cross-modal MoCo; 'declip' = MVS +
+      # image SimSiam + MLM + nearest-neighbour supervision; 'vicha' = ALBEF-style ITC with
+      # momentum distillation + hierarchical alignment + MAE + visual concept tokens. Each
+      # method's hyperparameters are method.<name>.* (defaults in its module).
       'method': _method_defaults(),
       # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
@@ -359,6 +339,9 @@ def _is_int(value: Any) -> bool:
 def _check_int(value: Any, field: str, low: int) -> None:
   """An int >= low (the field is named in the error)."""
   _check(_is_int(value) and value >= low, field, f'must be an int >= {low}, got {value!r}')
+
+
+check_int = _check_int
 
 
 def _check_range(value: Any, field: str, low: float, high: float, high_open: bool = True) -> None:
@@ -734,41 +717,38 @@ def _validate_views(v: ml_collections.ConfigDict) -> None:
   _check(0 < v.eda_alpha < 1, 'data.views.eda_alpha', f'must be in (0, 1), got {v.eda_alpha!r}')
 
 
-def _validate_method_ranges(me: ml_collections.ConfigDict) -> None:
-  """Each method field's own range, whichever method runs (cross-field checks come with it)."""
-  _check_range(me.momentum, 'method.momentum', 0.0, 1.0)
-  _check_range(me.alpha, 'method.alpha', 0.0, 1.0, high_open=False)
-  for name in ('temperature', 'max_logit_scale'):
-    _check(me[name] > 0, f'method.{name}', f'must be positive, got {me[name]!r}')
-  for name in ('queue_size', 'bank_size', 'projector_dim', 'predictor_dim', 'concepts_sample'):
-    _check_int(me[name], f'method.{name}', 1)
-  _check_int(me.distill_ramp_steps, 'method.distill_ramp_steps', 0)
-  _check_int(me.concepts_len, 'method.concepts_len', 3)
-  for name in ('hier_weight', 'mim_weight'):
-    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
-  for name, value in me.weights.items():
-    _check(value >= 0, f'method.weights.{name}', f'must be >= 0, got {value!r}')
-  _check(0 < me.mask_ratio < 1, 'method.mask_ratio', f'must be in (0, 1), got {me.mask_ratio!r}')
-  for part in ('decoder', 'concepts_encoder'):
-    for name in ('width', 'depth', 'num_heads'):
-      _check_int(me[part][name], f'method.{part}.{name}', 1)
-  for i, pair in enumerate(me.levels):
-    _check(len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair), f'method.levels[{i}]',
-           f'must be (vit_block, text_layer), 1-based, got {pair!r}')
-
-
 def _validate_method(config: ml_collections.ConfigDict) -> None:
   """method.name from the method table (vlalign/methods), the views its data needs, then the
   method's own checks (its module's validate)."""
   from vlalign import methods  # pylint: disable=g-import-not-at-top
   me = config.method
   _check_choice(me.name, 'method.name', methods.METHODS)
-  _validate_method_ranges(me)
   method = methods.get_method(me.name)
+  for name, other in methods.METHODS.items():
+    if name != me.name and name in me:
+      _check_unchanged(me[name], other.defaults(), f'method.{name}',
+                       f'is a setting of method "{name}", but method.name is "{me.name}"')
+  ignored = [k for k in _loss_defaults() if k not in method.loss_fields]
+  _check_unchanged(config.loss, _loss_defaults(), 'loss',
+                   f'is ignored by method "{me.name}" (its objective does not read config.loss.'
+                   f'{{{", ".join(ignored)}}})', only=ignored)
   for view in method.data_needs(config).views:
     _check(config.data.views[view], f'data.views.{view}',
            f'must be True for method.name="{me.name}" (it trains on that view)')
   method.validate(config)
+
+
+def _check_unchanged(values: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                     field: str, why: str, only=None) -> None:
+  """Every field of `values` (or of `only`) still equals `defaults`; else ConfigError naming the
+  first changed one and `why`."""
+  for key in (defaults if only is None else only):
+    value, default = values[key], defaults[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      _check_unchanged(value, default, f'{field}.{key}', why)
+    else:
+      _check(_tuples(value) == _tuples(default), f'{field}.{key}',
+             f'{value!r} {why}; leave it at its default {default!r}')
 
 
 def check_queue(size: Any, field: str, batch: int, least: int = 1) -> None:
@@ -823,6 +803,26 @@ def _merge(config: ml_collections.ConfigDict, values: dict, prefix: str) -> None
       raise ConfigError(f'config.{field}: {value!r} does not fit ({e})') from None
 
 
+def _upgrade_method(values: dict) -> dict:
+  """config.json written before per-method namespaces held every method's fields flat in
+  `method`: the run's own method's move to method.<name>.*, the others' (unused by that run)
+  are dropped."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  me = values.get('method')
+  if not isinstance(me, dict):
+    return values
+  flat = {k for k in me if k != 'name' and k not in methods.METHODS}
+  if not flat:
+    return values
+  name = me.get('name', 'clip')
+  own = methods.METHODS[name].defaults() if name in methods.METHODS else {}
+  upgraded = {k: v for k, v in me.items() if k not in flat}
+  moved = {k: me[k] for k in flat if k in own}
+  if moved:
+    upgraded[name] = {**upgraded.get(name, {}), **moved}
+  return {**values, 'method': upgraded}
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
   """A locked ConfigDict on base_config() with the values of to_json's text."""
   try:
@@ -832,7 +832,7 @@ def from_json(text: str) -> ml_collections.ConfigDict:
   if not isinstance(values, dict):
     raise ConfigError('config.json: the top level must be an object of config fields')
   config = base_config()
-  _merge(config, values, '')
+  _merge(config, _upgrade_method(values), '')
   return lock_all(config)
 
 

@@ -2,6 +2,7 @@
 method that chooses ZeroVL's mixup and decoupled accumulation in one place, and the data a
 method needs (views, concepts) comes from the method."""
 
+import json
 import types
 
 import jax
@@ -60,10 +61,60 @@ def test_data_needs_come_from_the_method():
                      r'for method.name="declip"'):
     config_lib.validate(declip)
   vicha = load_config('vicha_vit_b16', 'tiny')
-  vicha.method.concepts_file = '/x/concepts.jsonl'
-  me = vicha.method
+  vicha.method.vicha.concepts_file = '/x/concepts.jsonl'
+  me = vicha.method.vicha
   assert methods.get_method('vicha').data_needs(vicha).concepts == (
       '/x/concepts.jsonl', me.concepts_sample, me.concepts_len)
-  vicha.method.use_concepts = False
+  vicha.method.vicha.use_concepts = False
   assert methods.get_method('vicha').data_needs(vicha) == base.DataNeeds()
   assert methods.get_method('clip').data_needs(vicha) == base.DataNeeds()
+
+
+def test_each_method_has_its_own_namespace_with_its_modules_defaults():
+  config = config_lib.base_config()
+  assert sorted(k for k in config.method if k != 'name') == ['brivl', 'declip', 'vicha']
+  for name in ('brivl', 'declip', 'vicha'):
+    assert config.method[name].to_dict() == methods.get_method(name).defaults().to_dict()
+  assert 'momentum' not in config.method and 'clip' not in config.method
+
+
+@pytest.mark.parametrize('recipe,field,value,match', [
+    ('brivl_effnet_bert', 'method.declip.bank_size', 40,
+     r'config\.method\.declip\.bank_size: 40 is a setting of method "declip", but method.name '
+     r'is "brivl"; leave it at its default 65536'),
+    ('demo', 'method.vicha.decoder.width', 64, r'config\.method\.vicha\.decoder\.width: 64'),
+    ('brivl_effnet_bert', 'loss.label_smoothing', 0.2,
+     r'config\.loss\.label_smoothing: 0.2 is ignored by method "brivl"'),
+    ('vicha_vit_b16', 'loss.reduction', 'mean', r'config\.loss\.reduction: .* method "vicha"'),
+])
+def test_fields_the_chosen_method_ignores_are_refused(recipe, field, value, match):
+  config = load_config(recipe, 'tiny')
+  if recipe == 'vicha_vit_b16':
+    config.method.vicha.concepts_file = '/x/concepts.jsonl'
+  *parents, leaf = field.split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config)
+
+
+def test_declip_reads_config_loss():
+  config = load_config('declip_vit_b32', 'tiny')
+  config.loss.label_smoothing = 0.2  # DeCLIP's MVS and NNS losses use it
+  config_lib.validate(config)
+
+
+def test_config_json_of_earlier_runs_moves_flat_method_fields():
+  config = load_config('vicha_vit_b16', 'tiny')
+  config.method.vicha.concepts_file = '/x/concepts.jsonl'
+  values = json.loads(config_lib.to_json(config))
+  # The layout before per-method namespaces: every method's fields flat in `method`.
+  flat = {'name': 'vicha', **values['method']['vicha'], 'temperature': 0.07,
+          'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2}, 'bank_size': 65536}
+  values['method'] = flat
+  back = config_lib.from_json(json.dumps(values))
+  assert back.method.vicha.to_dict() == config.method.vicha.to_dict()
+  assert back.method.brivl.temperature == 0.07 and back.method.declip.bank_size == 65536
+  config_lib.validate(back)

@@ -19,6 +19,12 @@ and may define (the defaults below otherwise):
       a replacement for jax.value_and_grad(objective) with the same outputs (ZeroVL's decoupled
       accumulation); None (the default): the step differentiates the objective itself.
   data_needs(config) -> DataNeeds: the extra inputs its batches must carry. Default: none.
+  defaults() -> ConfigDict: its hyperparameters, config.method.<name>.* (base_config() holds
+      every method's namespace; validation refuses a changed field of a method not chosen).
+      Default: none (no namespace).
+and the constant
+  LOSS_FIELDS: the config.loss fields its objective reads (default: all); validation refuses a
+      changed config.loss field that the chosen method ignores.
 """
 
 import dataclasses
@@ -56,6 +62,14 @@ def no_value_and_grad(config, model, mesh: Mesh) -> None:
   del config, model, mesh
 
 
+def no_defaults() -> ml_collections.ConfigDict:
+  """defaults' default: a method without hyperparameters of its own."""
+  return ml_collections.ConfigDict()
+
+
+LOSS_FIELDS = ('name', 'label_smoothing', 'reduction', 'impl', 'chunk')  # config.loss's fields
+
+
 def no_data_needs(config: ml_collections.ConfigDict) -> DataNeeds:
   """data_needs' default: the first image view and its tokens only."""
   del config
@@ -72,10 +86,12 @@ class Method:
   extra_shardings: Callable[..., dict] = no_extra_shardings
   make_value_and_grad: Callable[..., Optional[Callable]] = no_value_and_grad
   data_needs: Callable[[ml_collections.ConfigDict], DataNeeds] = no_data_needs
+  defaults: Callable[[], ml_collections.ConfigDict] = no_defaults
+  loss_fields: tuple[str, ...] = LOSS_FIELDS
 
 
 REQUIRED = ('validate', 'make_objective')
-OPTIONAL = ('init', 'extra_shardings', 'make_value_and_grad', 'data_needs')
+OPTIONAL = ('init', 'extra_shardings', 'make_value_and_grad', 'data_needs', 'defaults')
 
 
 def from_module(name: str, module: types.ModuleType) -> Method:
@@ -84,4 +100,5 @@ def from_module(name: str, module: types.ModuleType) -> Method:
   if missing:
     raise TypeError(f'method module {module.__name__} lacks {missing} (methods/base.py)')
   parts = {f: getattr(module, f) for f in REQUIRED + OPTIONAL if hasattr(module, f)}
-  return Method(name=name, **parts)
+  return Method(name=name, loss_fields=tuple(getattr(module, 'LOSS_FIELDS', LOSS_FIELDS)),
+                **parts)

@@ -1,7 +1,7 @@
 """BriVL / WenLan (Huo et al. 2021; docs/METHODS.md section 4): cross-modal MoCo.
 
 Query encoders are the model's towers (trained); the momentum encoders are an EMA copy of the
-same parameters (m = config.method.momentum, no gradient) held in `TrainState.extra['ema']`. Two
+same parameters (m = method.brivl.momentum, no gradient) held in `TrainState.extra['ema']`. Two
 FIFO queues (methods/bank.py, global and sharded over the batch axes) hold momentum keys: Q_I of
 images, Q_T of texts. With fixed temperature tau and s = 1 / tau:
 
@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import Mesh
 
 from vlalign import config_lib
@@ -34,19 +35,28 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   """No heads; extra = momentum copies of params and model state, and the two key queues."""
   del model
   k_img, k_txt = jax.random.split(key)
-  size, dim = config.method.queue_size, config.model.embed_dim
+  size, dim = config.method.brivl.queue_size, config.model.embed_dim
   extra = {'ema': {'params': jax.tree.map(jnp.copy, params),
                    'model_state': jax.tree.map(jnp.copy, model_state)},
            'queue_image': bank.init(k_img, size, dim), 'queue_text': bank.init(k_txt, size, dim)}
   return params, extra
 
+LOSS_FIELDS = ()  # its queue loss has a fixed temperature and no config.loss options
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """config.method.brivl: EMA factor of the momentum encoders, entries per key queue (a
+  multiple of the global batch), the fixed temperature tau."""
+  return ml_collections.ConfigDict({'momentum': 0.99, 'queue_size': 9600, 'temperature': 0.07})
+
 
 def validate(config) -> None:
   """Momentum below 1, queues a multiple of the global batch, a positive temperature."""
-  me, check = config.method, config_lib.check
-  check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-  config_lib.check_queue(me.queue_size, 'method.queue_size', config.data.global_batch)
-  check(me.temperature > 0, 'method.temperature', 'must be positive')
+  me, check = config.method.brivl, config_lib.check
+  check(0 <= me.momentum < 1, 'method.brivl.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.brivl.queue_size', config.data.global_batch)
+  check(isinstance(me.temperature, (int, float)) and me.temperature > 0,
+        'method.brivl.temperature', f'must be positive, got {me.temperature!r}')
 
 
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
@@ -89,7 +99,7 @@ def queue_loss(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, scale: float,
 
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for BriVL (see the module docstring)."""
-  me, axes = config.method, config.batch_axes
+  me, axes = config.method.brivl, config.batch_axes
   scale = 1.0 / me.temperature
 
   def objective(params, model_state, extra, batch, rng):

@@ -53,6 +53,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -139,7 +140,7 @@ class ConceptEncoder(nn.Module):
 
 
 def _heads(config, model, num_patches: int) -> dict[str, nn.Module]:
-  me, vit = config.method, model.image_tower
+  me, vit = config.method.vicha, model.image_tower
   heads = {'hier': LevelProjections(len(me.levels), config.model.embed_dim),
            'mim': MaeDecoder(num_patches, vit.patch * vit.patch * 3, me.decoder.width,
                              me.decoder.depth, me.decoder.num_heads, me.decoder.pos_embed)}
@@ -180,7 +181,7 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
 
 def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   """Heads in params['vicha']; extra = momentum copies, the two queues, the update count."""
-  me, d = config.method, config.data
+  me, d = config.method.vicha, config.data
   n_patch = _num_patches(config, model)
   heads = _heads(config, model, n_patch)
   images = jnp.zeros((2, d.image_size, d.image_size, 3), jnp.float32)
@@ -206,61 +207,97 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   return params, extra
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """config.method.vicha: momentum encoders (EMA factor) and queues (a multiple of the global
+  batch), the logit scale's cap; hierarchical alignment of (ViT block, text layer) pairs,
+  1-based (block k = the k-th block's output; the final layer is aligned by the main loss),
+  weight per level, which columns carry gradient ('none': ViCHA's torch.no_grad gather,
+  'local': this device's own, 'all': the exact gradient); momentum distillation weight alpha,
+  ramped in linearly over distill_ramp_steps updates; the MAE branch (mask_ratio of the patches
+  hidden, a decoder of `decoder` size with MAE's fixed 2-D sin-cos or learned positions, weight
+  mim_weight); visual concepts (concepts_file from python -m vlalign.tools.concepts;
+  concepts_sample drawn per example per step, tokenized to concepts_len, encoded by
+  concepts_encoder + a Linear to the ViT width and appended to the ViT tokens)."""
+  return ml_collections.ConfigDict({
+      'momentum': 0.99, 'queue_size': 9600, 'max_logit_scale': 100.0,
+      'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
+      'hier_column_grad': 'none', 'alpha': 0.4, 'distill_ramp_steps': 1000,
+      'mim_weight': 1.0, 'mask_ratio': 0.75,
+      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
+      'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
+      'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
+  })
+
+
+LOSS_FIELDS = ()  # ITC, hierarchical and MIM losses have their own settings, not config.loss'
+
+
 def validate(config) -> None:
-  """ViCHA's cross-field checks: a ViT and a per-layer text tower, levels within the towers,
-  a mask that leaves patches on both sides, decoder / concept encoder shapes, the concepts."""
-  _check, _check_choice = config_lib.check, config_lib.check_choice
-  me, m, batch = config.method, config.model, config.data.global_batch
-  _check(m.image.name == 'vit', 'model.image.name',
-         f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
-         f'tokens act on its token sequence), got {m.image.name!r}')
-  _check(m.text.name in ('transformer', 'bert'), 'model.text.name',
-         f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
-         f'got {m.text.name!r}')
-  _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-  config_lib.check_queue(me.queue_size, 'method.queue_size', batch)
-  _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
+  """ViCHA's checks: a ViT and a per-layer text tower, levels within the towers, weights,
+  a mask that leaves patches on both sides, head shapes, the concepts."""
+  check, me, m = config_lib.check, config.method.vicha, config.model
+  check(m.image.name == 'vit', 'model.image.name',
+        f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
+        f'tokens act on its token sequence), got {m.image.name!r}')
+  check(m.text.name in ('transformer', 'bert'), 'model.text.name',
+        f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
+        f'got {m.text.name!r}')
+  check(0 <= me.momentum < 1, 'method.vicha.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.vicha.queue_size', config.data.global_batch)
+  check(me.max_logit_scale > 0, 'method.vicha.max_logit_scale', 'must be positive')
   depths = {'image': config_lib.tower_depth(m.image), 'text': config_lib.tower_depth(m.text)}
   for i, pair in enumerate(me.levels):
-    _check(len(pair) == 2, f'method.levels[{i}]', f'must be (vit_block, text_layer), got {pair!r}')
+    field = f'method.vicha.levels[{i}]'
+    check(len(pair) == 2, field, f'must be (vit_block, text_layer), got {pair!r}')
     for value, tower in zip(pair, ('image', 'text')):
-      _check(isinstance(value, int) and 1 <= value <= depths[tower], f'method.levels[{i}]',
-             f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
-             f'{depths[tower]}] (levels are 1-based)')
+      check(isinstance(value, int) and 1 <= value <= depths[tower], field,
+            f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
+            f'{depths[tower]}] (levels are 1-based)')
   for name in ('hier_weight', 'mim_weight', 'alpha'):
-    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
-  _check(me.alpha <= 1, 'method.alpha', f'must be in [0, 1], got {me.alpha!r}')
-  _check(isinstance(me.distill_ramp_steps, int) and me.distill_ramp_steps >= 0,
-         'method.distill_ramp_steps', f'must be an int >= 0, got {me.distill_ramp_steps!r}')
+    check(me[name] >= 0, f'method.vicha.{name}', f'must be >= 0, got {me[name]!r}')
+  check(me.alpha <= 1, 'method.vicha.alpha', f'must be in [0, 1], got {me.alpha!r}')
+  config_lib.check_int(me.distill_ramp_steps, 'method.vicha.distill_ramp_steps', 0)
+  config_lib.check_choice(me.hier_column_grad, 'method.vicha.hier_column_grad',
+                          ('all', 'local', 'none'))
   patches = (config.data.image_size // m.image.patch) ** 2
   visible = int(patches * (1 - me.mask_ratio))
-  _check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.mask_ratio',
-         f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
-         f'{patches} per image')
-  for name in ('width', 'depth', 'num_heads'):
-    _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
-    _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
-  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
-  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
-  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
-         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
-  _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
-         f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
-  _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
-         'method.concepts_encoder.num_heads', 'must divide method.concepts_encoder.width')
-  _check(isinstance(me.use_concepts, bool), 'method.use_concepts', 'must be True or False')
+  check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.vicha.mask_ratio',
+        f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
+        f'{patches} per image')
+  _validate_heads(config)
+
+
+def _validate_heads(config) -> None:
+  """The MAE decoder, the concept encoder and the concepts' file and sizes."""
+  check, me = config_lib.check, config.method.vicha
+  for part in ('decoder', 'concepts_encoder'):
+    for name in ('width', 'depth', 'num_heads'):
+      config_lib.check_int(me[part][name], f'method.vicha.{part}.{name}', 1)
+    check(me[part].width % me[part].num_heads == 0, f'method.vicha.{part}.num_heads',
+          f'{me[part].num_heads} does not divide method.vicha.{part}.width={me[part].width}')
+  config_lib.check_choice(me.decoder.pos_embed, 'method.vicha.decoder.pos_embed',
+                          ('sincos', 'learned'))
+  check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0,
+        'method.vicha.decoder.width',
+        f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
+  check(isinstance(me.use_concepts, bool), 'method.vicha.use_concepts', 'must be True or False')
   if me.use_concepts:
-    _check(bool(me.concepts_file), 'method.concepts_file',
-           'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
-           '--workdir=<teacher workdir> --output=<file> (or set method.use_concepts=False)')
-    _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
-    _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
-           f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
+    check(bool(me.concepts_file), 'method.vicha.concepts_file',
+          'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
+          '--workdir=<teacher workdir> --output=<file> (or set method.vicha.use_concepts=False)')
+    config_lib.check_int(me.concepts_sample, 'method.vicha.concepts_sample', 1)
+    check(_is_int(me.concepts_len) and 3 <= me.concepts_len <= config.data.max_len,
+          'method.vicha.concepts_len',
+          f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def data_needs(config) -> base.DataNeeds:
-  """The visual concepts (file, draws per example, token length) when method.use_concepts."""
-  me = config.method
+  """The visual concepts (file, draws per example, token length) when use_concepts."""
+  me = config.method.vicha
   if not me.use_concepts:
     return base.DataNeeds()
   return base.DataNeeds(concepts=(me.concepts_file, me.concepts_sample, me.concepts_len))
@@ -269,7 +306,7 @@ def data_needs(config) -> base.DataNeeds:
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
   """Momentum parameters placed like the parameters; queues split over the batch axes."""
   queue = bank.shardings(mesh, config.batch_axes)
-  return {'ema': {'params': _online(state_shardings.params, config.method.use_concepts),
+  return {'ema': {'params': _online(state_shardings.params, config.method.vicha.use_concepts),
                   'model_state': state_shardings.model_state},
           'queue_image': queue, 'queue_text': dict(queue),
           'updates': NamedSharding(mesh, P())}
@@ -367,7 +404,7 @@ def distill_alpha(alpha: float, ramp_steps: int, updates: jnp.ndarray) -> jnp.nd
 
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for ViCHA (see the module docstring)."""
-  me, axes = config.method, config.batch_axes
+  me, axes = config.method.vicha, config.batch_axes
   n_patch = _num_patches(config, model)
   visible = num_visible(n_patch, me.mask_ratio)
   heads = _heads(config, model, n_patch)
