@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import ml_collections
 from jax.sharding import Mesh
 
+from vlalign import config_lib
 from vlalign.losses import api as losses_api
 from vlalign.methods import base, zerovl
 
@@ -21,13 +22,11 @@ BATCH_NORM_TOWERS = ('efficientnet', 'clip_resnet')
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Decoupled accumulation needs towers without batch norm."""
-  from vlalign import config_lib  # pylint: disable=g-import-not-at-top
-  image = config.model.image.name
-  if config.grad_accum.micro_batches > 1 and image in BATCH_NORM_TOWERS:
-    raise config_lib.ConfigError(
-        f'config.grad_accum.micro_batches: {config.grad_accum.micro_batches} micro-batches '
-        f'need an image tower without batch norm (a micro-batch\'s statistics are not the '
-        f'batch\'s), got model.image.name={image!r}')
+  image, micro = config.model.image.name, config.grad_accum.micro_batches
+  config_lib.check(micro == 1 or image not in BATCH_NORM_TOWERS, 'grad_accum.micro_batches',
+                   f'{micro} micro-batches need an image tower without batch norm (a '
+                   f'micro-batch\'s statistics are not the batch\'s), got '
+                   f'model.image.name={image!r}')
 
 
 def plain_objective(config: ml_collections.ConfigDict, model, mesh: Mesh) -> base.Objective:
