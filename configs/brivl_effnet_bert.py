@@ -45,7 +45,7 @@ def brivl_method(config: ml_collections.ConfigDict, queue_batches: int) -> None:
   config.method.name = 'brivl'
   config.method.brivl.update(momentum=0.99, temperature=0.07,
                              queue_size=queue_batches * config.data.global_batch)
-  # The objective uses method.brivl.temperature; the model's own temperature is kept equal and fixed.
+  # The objective uses method.brivl.temperature; the model's own is kept equal and fixed.
   config.model.temperature_init, config.model.learn_temperature = 0.07, False
 
 

@@ -399,7 +399,8 @@ def runs(tmp_path_factory, cache):
   teacher, output = tmp / 'teacher', tmp / 'concepts.jsonl'
   shutil.copytree(wd['resumed'], teacher)
   tool = _start([sys.executable, '-m', 'vlalign.tools.concepts', f'--config={cfg}',
-                 f'--config.method.vicha.concepts_file={train_concepts}', '--config.evals.heldout=False',
+                 f'--config.method.vicha.concepts_file={train_concepts}',
+                 '--config.evals.heldout=False',
                  f'--workdir={teacher}', f'--output={output}', '--save_embeddings'], env)
   procs = {'straight': _start(main(wd['straight']), env),
            'resumed': _start(main(wd['resumed']), env)}
