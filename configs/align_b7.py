@@ -73,10 +73,13 @@ def runlocal(config: ml_collections.ConfigDict, image_variant: str, width: float
   config.log_every = config.checkpoint_every = 2
 
 
+OPTIONS = ('runlocal',)
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """ALIGN-B7-Base; `runlocal` for a CPU-sized variant."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   config = align_config('b7', 'base')
   if 'runlocal' in args:
     runlocal(config, 'b7', width=0.25, depth=0.3, text_depth=2)
-  return config
+  return config_lib.finish(config)

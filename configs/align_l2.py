@@ -30,9 +30,12 @@ FSDP_RULES = (
 )
 
 
+OPTIONS = ('runlocal',)
+
+
 def get_config(arg: str = ''):
   """ALIGN-L2-Large; `runlocal` for a CPU-sized variant."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   align_b7 = _load_align_b7()
   config = align_b7.align_config('l2', 'large')
   config.model.remat = True
@@ -43,4 +46,4 @@ def get_config(arg: str = ''):
     # Twice as wide and deep as align_b7:runlocal, rematerialised per block like the full one.
     align_b7.runlocal(config, 'l2', width=0.5, depth=0.6, text_depth=4)
     config.mesh = {'data': -1, 'fsdp': 1}
-  return config
+  return config_lib.finish(config)

@@ -42,9 +42,10 @@ def _load(name: str):
 
 def brivl_method(config: ml_collections.ConfigDict, queue_batches: int) -> None:
   """Sets the BriVL objective: m = 0.99, tau = 0.07 fixed, a queue of `queue_batches` batches."""
-  config.method.update(name='brivl', momentum=0.99, temperature=0.07,
-                       queue_size=queue_batches * config.data.global_batch)
-  # The objective uses method.temperature; the model's own temperature is kept equal and fixed.
+  config.method.name = 'brivl'
+  config.method.brivl.update(momentum=0.99, temperature=0.07,
+                             queue_size=queue_batches * config.data.global_batch)
+  # The objective uses method.brivl.temperature; the model's own is kept equal and fixed.
   config.model.temperature_init, config.model.learn_temperature = 0.07, False
 
 
@@ -69,11 +70,14 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   return config
 
 
+OPTIONS = ('scratch', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """BriVL at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
     config = _load('demo.py').get_config('tiny' if 'tiny' in args else 'v48')
     brivl_method(config, queue_batches=8 if 'small' in args and 'tiny' not in args else 3)
-    return config
-  return paper_config(pretrained='scratch' not in args)
+    return config_lib.finish(config)
+  return config_lib.finish(paper_config(pretrained='scratch' not in args))

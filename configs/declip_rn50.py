@@ -23,16 +23,19 @@ def _declip():
       os.path.join(os.path.dirname(os.path.abspath(__file__)), 'declip_vit_b32.py'))
 
 
+OPTIONS = ('small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """DeCLIP RN50; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   declip = _declip()
   if not args & {'small', 'tiny'}:
     image = ml_collections.ConfigDict({'name': 'clip_resnet', 'layers': (3, 4, 6, 3),
                                        'width': 64, 'output_dim': 1024, 'num_heads': 32})
-    return declip.paper_config(image, embed_dim=1024)
+    return config_lib.finish(declip.paper_config(image, embed_dim=1024))
   tiny = 'tiny' in args
-  config = declip.demo_config('tiny' if tiny else 'small')
+  config = declip.demo_config(tiny)
   d, m = config.data, config.model
   d.image_size, d.resize_size = 64, 70  # the ResNet downsamples 32x: a 2 x 2 grid at the end
   width = 8 if tiny else 16
@@ -44,4 +47,4 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
                                       'depth': 1 if tiny else 2, 'num_heads': 2 if tiny else 4,
                                       'output_dim': m.embed_dim})
   m.image_projection, m.text_projection = 'none', 'none'
-  return config
+  return config_lib.finish(config)

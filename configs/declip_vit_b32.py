@@ -29,12 +29,13 @@ def _load(name: str):
 def declip_method(config: ml_collections.ConfigDict, bank_batches: int,
                   mvs_weight: float = 0.4) -> None:
   """The DeCLIP objective, its views and a bank of `bank_batches` global batches."""
-  config.method.update(name='declip', bank_size=bank_batches * config.data.global_batch,
-                       max_logit_scale=100.0)
+  config.method.name = 'declip'
+  config.method.declip.update(bank_size=bank_batches * config.data.global_batch,
+                              max_logit_scale=100.0)
   # DeCLIP's runner clamps the log-scale parameter to [3, 6] before and after every step; the
   # model caps the scale's value at 100 with the gradient kept (methods/logit_scale.py).
   config.optimizer.log_scale_range = (3.0, 6.0)
-  config.method.weights.update(mvs=mvs_weight, iss=0.2, tss=0.2, nns=0.2)
+  config.method.declip.weights.update(mvs=mvs_weight, iss=0.2, tss=0.2, nns=0.2)
   config.data.views.update(image2=True, text_mlm=True, text_eda=True, mlm_prob=0.15,
                            eda_alpha=0.1)
   # CLIP's loss: no label smoothing, the mean of the two directions.
@@ -77,26 +78,28 @@ def paper_config(image: ml_collections.ConfigDict, embed_dim: int = 512, image_s
   return config
 
 
-def demo_config(arg: str) -> ml_collections.ConfigDict:
+def demo_config(tiny: bool) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the DeCLIP objective."""
-  tiny = 'tiny' in arg.split(',')
   config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   declip_method(config, bank_batches=3 if tiny else 8)
   # SimSiam heads scaled with the embedding (the paper's 1024 / 512 go with 512-d embeddings):
   # 2 x embed_dim wide, predictor bottleneck half of that.
-  config.method.update(projector_dim=2 * config.model.embed_dim,
-                       predictor_dim=config.model.embed_dim)
+  config.method.declip.update(projector_dim=2 * config.model.embed_dim,
+                              predictor_dim=config.model.embed_dim)
   # The embedded data's captions are about colour: keep the second view's colours (no jitter,
   # no grayscale); crops, flips and blur still differ from the first view.
   config.data.views.update(crop_scale=(0.35, 1.0), color_jitter=0.0, grayscale=0.0, blur=0.5)
   return config
 
 
+OPTIONS = ('mvs06', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """DeCLIP ViT-B/32; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
-    return demo_config(','.join(sorted(args)))
+    return config_lib.finish(demo_config(tiny='tiny' in args))
   image = ml_collections.ConfigDict({'name': 'clip_vit', 'patch': 32, 'width': 768, 'depth': 12,
                                      'num_heads': 12, 'output_dim': 512})
-  return paper_config(image, mvs_weight=0.6 if 'mvs06' in args else 0.4)
+  return config_lib.finish(paper_config(image, mvs_weight=0.6 if 'mvs06' in args else 0.4))

@@ -23,10 +23,7 @@ OPTIONS = ('conv', 'v48', 'tiny')
 
 def get_config(arg: str = ''):
   """The demo config with the options in `arg` (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
-  unknown = args - set(OPTIONS)
-  if unknown:
-    raise ValueError(f'configs/demo.py: unknown option(s) {sorted(unknown)}; known: {OPTIONS}')
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   config = config_lib.base_config()
   # 650 steps: shape 0.830 / 0.851 / 0.908 at 600 / 650 / 700 steps, 8.1 / 9.0 / 9.5 min
   # (docs/BENCHMARKS.md, "Demo run").
@@ -67,4 +64,4 @@ def get_config(arg: str = ''):
     config.optimizer.warmup_steps = 2
     config.log_every = 2
     config.checkpoint_every = 2
-  return config
+  return config_lib.finish(config)

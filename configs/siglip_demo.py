@@ -17,10 +17,15 @@ def _load_demo():
       os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py'))
 
 
+OPTIONS = ('conv', 'v48', 'tiny')  # configs/demo.py's, passed on to it
+
+
 def get_config(arg: str = ''):
   """The demo config with the SigLIP loss and initialisation."""
-  config = _load_demo().get_config(arg or 'v48')  # the towers its BENCHMARKS rows used
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
+  # With no option: v48, the towers its BENCHMARKS rows used.
+  config = _load_demo().get_config(','.join(sorted(args)) or 'v48')
   config.loss.update(name='sigmoid', impl='blockwise')
   config.model.temperature_init = 0.1
   config.model.bias_init = -10.0
-  return config
+  return config_lib.finish(config)

@@ -10,7 +10,7 @@ get_config(arg): arg is a comma-separated list.
           weight 1, visual concepts (4 of the top 15, 2-layer encoder); logit scale with ALBEF's
           clamp (optimizer.log_scale_range: temperature in [0.001, 0.5]); AdamW lr 1e-4, wd
           0.02, cosine to 1e-5, batch 128.
-          Needs real data (config.data.sources) and a concepts file (method.concepts_file,
+          Needs real data (config.data.sources) and a concepts file (method.vicha.concepts_file,
           from python -m vlalign.tools.concepts; ViCHA ranks with a CLIP model: import one
           with tools/import_weights and pass its workdir, README "Start from pretrained
           weights").
@@ -38,7 +38,7 @@ get_config(arg): arg is a comma-separated list.
             python -m vlalign.tools.concepts --config=configs/demo.py --workdir=workdirs/demo \
                 --output=$HOME/.cache/vlalign/vicha/demo_concepts.jsonl
   tiny    seconds-long variant for tests: demo tiny towers deepened to 2 blocks / 2 layers
-          (level (1, 1)); set method.concepts_file (or method.use_concepts=False).
+          (level (1, 1)); set method.vicha.concepts_file (or method.vicha.use_concepts=False).
 Facts marked (unverified): total steps, ramp length.
 """
 
@@ -59,10 +59,11 @@ def vicha_method(config: ml_collections.ConfigDict, *, levels, queue_batches: in
                  ramp_steps: int) -> None:
   """ViCHA's objective: m 0.995, alpha 0.4, hier weight 0.1 per level, MIM weight 1, 75%
   masking, concepts 4 of 15; a queue of `queue_batches` global batches."""
-  config.method.update(name='vicha', momentum=0.995, alpha=0.4, distill_ramp_steps=ramp_steps,
-                       queue_size=queue_batches * config.data.global_batch, levels=levels,
-                       hier_weight=0.1, mim_weight=1.0, mask_ratio=0.75, use_concepts=True,
-                       concepts_sample=4, max_logit_scale=1000.0)
+  config.method.name = 'vicha'
+  config.method.vicha.update(momentum=0.995, alpha=0.4, distill_ramp_steps=ramp_steps,
+                             queue_size=queue_batches * config.data.global_batch,
+                             levels=levels, hier_weight=0.1, mim_weight=1.0, mask_ratio=0.75,
+                             use_concepts=True, concepts_sample=4, max_logit_scale=1000.0)
   # ALBEF / ViCHA: learnable temperature from 0.07, the parameter clamped to [0.001, 0.5]
   # before every forward (gradient kept): here the log-scale is projected into
   # [ln 2, ln 1000] after every update (methods/logit_scale.py, optim.project_log_scale).
@@ -98,9 +99,9 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   vicha_method(config, levels=((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)),
                queue_batches=512, ramp_steps=8_600)  # 512 x 128 = 65,536
   # ViCHA's decoder: 768 wide, 2 blocks, 16 heads, fixed sin-cos positions (pos_embed default).
-  config.method.decoder.update(width=768, depth=2, num_heads=16)
-  config.method.concepts_encoder.update(width=768, depth=2, num_heads=12)
-  config.method.update(concepts_file='', concepts_len=30)
+  config.method.vicha.decoder.update(width=768, depth=2, num_heads=16)
+  config.method.vicha.concepts_encoder.update(width=768, depth=2, num_heads=12)
+  config.method.vicha.update(concepts_file='', concepts_len=30)
   config.log_every, config.checkpoint_every = 100, 2_000
   if pretrained:
     weights = _load('pretrained.py')
@@ -110,29 +111,31 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   return config
 
 
-def demo_config(arg: str) -> ml_collections.ConfigDict:
+def demo_config(tiny: bool) -> ml_collections.ConfigDict:
   """`small` / `tiny`: configs/demo.py with the ViCHA objective."""
-  tiny = 'tiny' in arg.split(',')
   config = _load('demo.py').get_config('tiny' if tiny else 'v48')
   if tiny:
     config.model.image.update(depth=2)
     config.model.text.update(depth=2)
     vicha_method(config, levels=((1, 1),), queue_batches=3, ramp_steps=4)
-    config.method.decoder.update(width=32, depth=2, num_heads=2)
-    config.method.concepts_encoder.update(width=32, depth=2, num_heads=2)
-    config.method.update(concepts_file='', concepts_len=8)
+    config.method.vicha.decoder.update(width=32, depth=2, num_heads=2)
+    config.method.vicha.concepts_encoder.update(width=32, depth=2, num_heads=2)
+    config.method.vicha.update(concepts_file='', concepts_len=8)
   else:
     vicha_method(config, levels=((3, 1),), queue_batches=8, ramp_steps=100)
-    config.method.decoder.update(width=128, depth=2, num_heads=4)
-    config.method.concepts_encoder.update(width=96, depth=2, num_heads=4)
-    config.method.update(concepts_len=8, concepts_file=os.path.join(
+    config.method.vicha.decoder.update(width=128, depth=2, num_heads=4)
+    config.method.vicha.concepts_encoder.update(width=96, depth=2, num_heads=4)
+    config.method.vicha.update(concepts_len=8, concepts_file=os.path.join(
         config.data.cache_dir, 'vicha', 'demo_concepts.jsonl'))
   return config
 
 
+OPTIONS = ('scratch', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """ViCHA at paper scale; `small` / `tiny` on the embedded data (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if args & {'small', 'tiny'}:
-    return demo_config(','.join(sorted(args)))
-  return paper_config(pretrained='scratch' not in args)
+    return config_lib.finish(demo_config(tiny='tiny' in args))
+  return config_lib.finish(paper_config(pretrained='scratch' not in args))

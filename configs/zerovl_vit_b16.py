@@ -81,11 +81,14 @@ def paper_config(pretrained: bool = True) -> ml_collections.ConfigDict:
   return config
 
 
+OPTIONS = ('scratch', 'small', 'tiny')
+
+
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """ZeroVL ViT-B/16 + BERT-Base; `small` / `tiny` on the embedded data."""
-  args = set(filter(None, (arg or '').split(',')))
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   if not args & {'small', 'tiny'}:
-    return paper_config(pretrained='scratch' not in args)
+    return config_lib.finish(paper_config(pretrained='scratch' not in args))
   config = _load('demo.py').get_config('tiny' if 'tiny' in args else 'v48')
   config.data.sources = ('embedded:studio', 'embedded:sketch')
   zerovl_pieces(config, micro_batches=2)
@@ -94,4 +97,4 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # On a CPU the unrolled micro-batch loop is 4x faster than the looped one (methods/zerovl.py
   # `sequential`); the paper-scale config keeps the memory-saving loop.
   config.grad_accum.unroll = True
-  return config
+  return config_lib.finish(config)

@@ -5,7 +5,7 @@ import json
 import os
 import re
 import types
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -22,8 +22,6 @@ from vlalign.weights import load as weights_load
 OPTIMIZERS = ('adamw', 'lamb')
 DECAYS = ('cosine', 'linear', 'constant')
 LOSSES = losses_api.NAMES
-METHODS = ('clip', 'brivl', 'declip', 'vicha')  # vlalign/methods/__init__.py maps the names to modules
-DECLIP_LOSSES = ('mvs', 'iss', 'tss', 'nns')
 
 
 def _data_defaults() -> ml_collections.ConfigDict:
@@ -176,37 +174,19 @@ def _model_defaults() -> ml_collections.ConfigDict:
 
 
 def _method_defaults() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      'name': 'clip',
-      # brivl: EMA factor of the momentum encoders, entries per key queue (a multiple of the
-      # global batch), fixed temperature tau.
-      'momentum': 0.99, 'queue_size': 9600, 'temperature': 0.07,
-      # declip: loss weights, text bank entries (a multiple of the global batch holding at least
-      # one step's 2 x global_batch insertions), SimSiam projector (3 layers) and predictor
-      # (hidden) widths, upper clamp of the logit scale.
-      'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2},
-      'bank_size': 65536, 'projector_dim': 1024, 'predictor_dim': 512,
-      'max_logit_scale': 100.0,
-      # vicha (also uses momentum, queue_size and max_logit_scale above): hierarchical
-      # alignment of (ViT block, text layer) pairs, 1-based (block k = the k-th block's output;
-      # the final layer is aligned by the main loss), weight per level; momentum distillation
-      # weight alpha, ramped in linearly over distill_ramp_steps updates; MAE branch (mask_ratio
-      # of the patches hidden, a decoder of `decoder` size, weight mim_weight); visual concepts
-      # (concepts_file from python -m vlalign.tools.concepts; concepts_sample drawn per example
-      # per step, tokenized to concepts_len, encoded by concepts_encoder + a Linear to the ViT
-      # width and appended to the ViT tokens).
-      'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
-      # columns of the hierarchical loss with gradient: 'none' (ViCHA: torch.no_grad gather),
-      # 'local' (this device's own), 'all' (exact gradient of the global loss).
-      'hier_column_grad': 'none',
-      'alpha': 0.4, 'distill_ramp_steps': 1000,
-      'mim_weight': 1.0, 'mask_ratio': 0.75,
-      # MAE / ViCHA decoder: 768 wide, 2 blocks, 16 heads, fixed 2-D sin-cos positions
-      # ('sincos'; 'learned' for a parameter).
-      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
-      'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
-      'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
-  })
+  """method.name and every method's own namespace, method.<name>.*, with the defaults its
+  module declares (vlalign/methods/<name>.py defaults())."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  spaces = {name: m.defaults() for name, m in methods.METHODS.items() if len(m.defaults())}
+  return ml_collections.ConfigDict({'name': 'clip', **spaces})
+
+
+def _loss_defaults() -> ml_collections.ConfigDict:
+  """config.loss (read by the methods whose LOSS_FIELDS name its fields: clip, declip)."""
+  # impl 'gather': b x B logits per device; 'blockwise': softmax in column chunks of `chunk`
+  # (b x chunk logits), sigmoid round the device ring (b x b). Same values and gradients.
+  return ml_collections.ConfigDict({'name': 'softmax', 'label_smoothing': 0.1,
+                                    'reduction': 'sum', 'impl': 'gather', 'chunk': 1024})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -219,10 +199,7 @@ def base_config() -> ml_collections.ConfigDict:
       'stop_at_step': 0,
       'data': _data_defaults(),
       'model': _model_defaults(),
-      # impl 'gather': b x B logits per device; 'blockwise': softmax in column chunks of `chunk`
-      # (b x chunk logits), sigmoid round the device ring (b x b). Same values and gradients.
-      'loss': {'name': 'softmax', 'label_smoothing': 0.1, 'reduction': 'sum', 'impl': 'gather',
-               'chunk': 1024},
+      'loss': _loss_defaults(),
       'optimizer': {'name': 'adamw', 'lr': 1e-3, 'warmup_steps': 100, 'decay': 'cosine',
                     'end_lr_factor': 0.0, 'weight_decay': 1e-4, 'b1': 0.9, 'b2': 0.98,
                     'eps': 1e-6, 'grad_clip': 1.0,
@@ -260,11 +237,12 @@ def base_config() -> ml_collections.ConfigDict:
       # record_example_ids: each step's example ids per host into
       # <workdir>/example_ids/process_<i>.jsonl (to audit what a run saw, resumes included).
       'debug': {'nan_loss_at_steps': (), 'record_example_ids': False},
-      # The training objective's recipe (vlalign/methods/): 'clip' = the contrastive loss of
-      # config.loss on one view per modality; 'brivl' = cross-modal MoCo (momentum encoders,
-      # queues); 'declip' = MVS + image SimSiam + MLM + nearest-neighbour supervision;
-      # 'vicha' = ALBEF-style ITC with momentum distillation + hierarchical alignment + MAE +
-      # visual concept tokens.
+      # The training objective's recipe (vlalign/methods/, the table methods.METHODS):
+      # method.name 'clip' = the contrastive loss of config.loss on one view per modality
+      # (with ZeroVL's mixup / grad_accum options); 'brivl' = cross-modal MoCo; 'declip' = MVS +
+      # image SimSiam + MLM + nearest-neighbour supervision; 'vicha' = ALBEF-style ITC with
+      # momentum distillation + hierarchical alignment + MAE + visual concept tokens. Each
+      # method's hyperparameters are method.<name>.* (defaults in its module).
       'method': _method_defaults(),
       # ZeroVL's decoupled gradient accumulation (methods/zerovl.py): the global batch in
       # micro_batches two-pass micro-batches, the full-batch gradient with one micro-batch's
@@ -301,13 +279,49 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
-def _check(cond: bool, field: str, msg: str) -> None:
+def parse_variants(arg: str | None, options: Sequence[str], path: str) -> frozenset[str]:
+  """The options of a config file's comma-separated `arg` (`configs/x.py:small,tiny`); an
+  option not in `options` is a ConfigError naming the file (`path`, its __file__) and the valid
+  options."""
+  args = frozenset(a.strip() for a in (arg or '').split(',') if a.strip())
+  unknown = sorted(args - set(options))
+  if unknown:
+    raise ConfigError(f'config file {os.path.basename(path)}: unknown option(s) {unknown} in '
+                      f'{arg!r}; valid options: {", ".join(options) or "none"}')
+  return args
+
+
+def lock_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Locks `config` and every ConfigDict inside it, also those a recipe assigned whole after
+  base_config() was locked (ml_collections' lock() stops at an already locked dict), so that
+  setting an unknown field anywhere (e.g. model.image.patchsize) fails; returns `config`."""
+  for value in config.values():
+    if isinstance(value, ml_collections.ConfigDict):
+      lock_all(value)
+  return config.lock()
+
+
+def finish(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A recipe file's last step (every configs/*.py get_config returns finish(config)): checks
+  each tower sub-config's fields against its tower (ConfigError naming the field) and locks
+  the whole tree (lock_all)."""
+  for tower in ('image', 'text'):
+    _check_tower_fields(config.model[tower], f'model.{tower}')
+  return lock_all(config)
+
+
+def check(cond: bool, field: str, msg: str) -> None:
+  """Raises ConfigError('config.<field>: <msg>') unless `cond`."""
   if not cond:
     raise ConfigError(f'config.{field}: {msg}')
 
 
-def _check_choice(value: Any, field: str, choices) -> None:
-  _check(value in choices, field, f'{value!r} is not one of {sorted(choices)}')
+def check_choice(value: Any, field: str, choices) -> None:
+  """`value` is one of `choices` (the field and the choices are named otherwise)."""
+  check(value in choices, field, f'{value!r} is not one of {sorted(choices)}')
+
+
+_check, _check_choice = check, check_choice
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -335,6 +349,9 @@ def _is_int(value: Any) -> bool:
 def _check_int(value: Any, field: str, low: int) -> None:
   """An int >= low (the field is named in the error)."""
   _check(_is_int(value) and value >= low, field, f'must be an int >= {low}, got {value!r}')
+
+
+check_int = _check_int
 
 
 def _check_range(value: Any, field: str, low: float, high: float, high_open: bool = True) -> None:
@@ -513,9 +530,24 @@ def _validate_tower(t: ml_collections.ConfigDict, field: str) -> None:
            f'{t.num_heads} does not divide {field}.width={t.width}')
 
 
+def _check_tower_fields(t: ml_collections.ConfigDict, field: str) -> None:
+  """Every key of a tower sub-config is a field of its tower (typos such as
+  model.image.patchsize are named, not passed on to the tower's constructor)."""
+  towers = two_tower.IMAGE_TOWERS if field.endswith('image') else two_tower.TEXT_TOWERS
+  _check_choice(t.get('name'), f'{field}.name', towers)
+  known = two_tower.tower_fields(t.name)
+  for key in t:
+    _check(key in known, f'{field}.{key}',
+           f'is not a field of the {t.name!r} tower (config.{field}.name); its fields: '
+           f'{", ".join(sorted(known))}')
+
+
 def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) -> None:
-  _check_choice(m.image.name, 'model.image.name', two_tower.IMAGE_TOWERS)
-  _check_choice(m.text.name, 'model.text.name', two_tower.TEXT_TOWERS)
+  _check_choice(m.image.get('name'), 'model.image.name', two_tower.IMAGE_TOWERS)
+  _check_choice(m.text.get('name'), 'model.text.name', two_tower.TEXT_TOWERS)
+  _validate_patch_dropout(m.image)  # before the field check: names the field, not the tower
+  _check_tower_fields(m.image, 'model.image')
+  _check_tower_fields(m.text, 'model.text')
   _check_choice(m.compute_dtype, 'model.compute_dtype', two_tower.DTYPES)
   _validate_tower(m.image, 'model.image')
   _validate_tower(m.text, 'model.text')
@@ -525,7 +557,6 @@ def _validate_model(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict) 
   if m.image.name in ('vit', 'clip_vit'):
     _check(d.image_size % m.image.patch == 0, 'model.image.patch',
            f'{m.image.patch} does not divide data.image_size={d.image_size}')
-  _validate_patch_dropout(m.image)
   if m.image.name == 'vit':
     _check_choice(m.image.stem, 'model.image.stem', ('patch', 'conv', 'hybrid'))
     k = vit.HYBRID_PATCHIFY
@@ -698,115 +729,53 @@ def _validate_views(v: ml_collections.ConfigDict) -> None:
   _check(0 < v.eda_alpha < 1, 'data.views.eda_alpha', f'must be in (0, 1), got {v.eda_alpha!r}')
 
 
-def _validate_method_ranges(me: ml_collections.ConfigDict) -> None:
-  """Each method field's own range, whichever method runs (cross-field checks come with it)."""
-  _check_range(me.momentum, 'method.momentum', 0.0, 1.0)
-  _check_range(me.alpha, 'method.alpha', 0.0, 1.0, high_open=False)
-  for name in ('temperature', 'max_logit_scale'):
-    _check(me[name] > 0, f'method.{name}', f'must be positive, got {me[name]!r}')
-  for name in ('queue_size', 'bank_size', 'projector_dim', 'predictor_dim', 'concepts_sample'):
-    _check_int(me[name], f'method.{name}', 1)
-  _check_int(me.distill_ramp_steps, 'method.distill_ramp_steps', 0)
-  _check_int(me.concepts_len, 'method.concepts_len', 3)
-  for name in ('hier_weight', 'mim_weight'):
-    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
-  for name, value in me.weights.items():
-    _check(value >= 0, f'method.weights.{name}', f'must be >= 0, got {value!r}')
-  _check(0 < me.mask_ratio < 1, 'method.mask_ratio', f'must be in (0, 1), got {me.mask_ratio!r}')
-  for part in ('decoder', 'concepts_encoder'):
-    for name in ('width', 'depth', 'num_heads'):
-      _check_int(me[part][name], f'method.{part}.{name}', 1)
-  for i, pair in enumerate(me.levels):
-    _check(len(pair) == 2 and all(_is_int(v) and v >= 1 for v in pair), f'method.levels[{i}]',
-           f'must be (vit_block, text_layer), 1-based, got {pair!r}')
-
-
 def _validate_method(config: ml_collections.ConfigDict) -> None:
-  me, batch = config.method, config.data.global_batch
-  _check_choice(me.name, 'method.name', METHODS)
-  _validate_method_ranges(me)
-  if me.name == 'brivl':
-    _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-    _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
-           'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
-           f'data.global_batch={batch}')
-    _check(me.temperature > 0, 'method.temperature', 'must be positive')
-  if me.name == 'declip':
-    _check(set(me.weights) == set(DECLIP_LOSSES), 'method.weights',
-           f'must name exactly {list(DECLIP_LOSSES)}, got {sorted(me.weights)}')
-    for name in DECLIP_LOSSES:
-      _check(me.weights[name] >= 0, f'method.weights.{name}', 'must be >= 0')
-    _check(isinstance(me.bank_size, int) and me.bank_size >= 2 * batch
-           and me.bank_size % batch == 0, 'method.bank_size',
-           f'{me.bank_size!r} must be a multiple of data.global_batch={batch} and at least '
-           f'2 x global_batch (T and T\' are enqueued each step)')
-    _check(me.projector_dim > 0, 'method.projector_dim', 'must be positive')
-    _check(me.predictor_dim > 0, 'method.predictor_dim', 'must be positive')
-    _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
-    for view in ('image2', 'text_mlm', 'text_eda'):
-      _check(config.data.views[view], f'data.views.{view}',
-             'must be True for method.name="declip" (it trains on that view)')
-  if me.name == 'vicha':
-    _validate_vicha(config)
+  """method.name from the method table (vlalign/methods), the views its data needs, then the
+  method's own checks (its module's validate)."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  me = config.method
+  _check_choice(me.name, 'method.name', methods.METHODS)
+  method = methods.get_method(me.name)
+  for name, other in methods.METHODS.items():
+    if name != me.name and name in me:
+      _check_unchanged(me[name], other.defaults(), f'method.{name}',
+                       f'is a setting of method "{name}", but method.name is "{me.name}"')
+  ignored = [k for k in _loss_defaults() if k not in method.loss_fields]
+  _check_unchanged(config.loss, _loss_defaults(), 'loss',
+                   f'is ignored by method "{me.name}" (its objective does not read config.loss.'
+                   f'{{{", ".join(ignored)}}})', only=ignored)
+  for view in method.data_needs(config).views:
+    _check(config.data.views[view], f'data.views.{view}',
+           f'must be True for method.name="{me.name}" (it trains on that view)')
+  method.validate(config)
 
 
-def _tower_depth(tower: ml_collections.ConfigDict) -> int:
+def _check_unchanged(values: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict,
+                     field: str, why: str, only=None) -> None:
+  """Every field of `values` (or of `only`) still equals `defaults`; else ConfigError naming the
+  first changed one and `why`."""
+  for key in (defaults if only is None else only):
+    value, default = values[key], defaults[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      _check_unchanged(value, default, f'{field}.{key}', why)
+    else:
+      _check(_tuples(value) == _tuples(default), f'{field}.{key}',
+             f'{value!r} {why}; leave it at its default {default!r}')
+
+
+def check_queue(size: Any, field: str, batch: int, least: int = 1) -> None:
+  """A bank / queue size: a multiple of data.global_batch holding at least `least` batches."""
+  _check(_is_int(size) and size >= least * batch and size % batch == 0, field,
+         f'{size!r} must be a multiple of data.global_batch={batch}' +
+         (f' and at least {least} x global_batch' if least > 1 else ' (positive)'))
+
+
+def tower_depth(tower: ml_collections.ConfigDict) -> int:
+  """A text / image tower's block count (BERT's from its size preset when depth is 0)."""
   if tower.name == 'bert':
     from vlalign.models import bert  # pylint: disable=g-import-not-at-top
     return tower.get('depth') or bert.SIZES[tower.get('size', 'base')][0]
   return tower.depth
-
-
-def _validate_vicha(config: ml_collections.ConfigDict) -> None:
-  """ViCHA's fields (vlalign/methods/vicha.py)."""
-  me, m, batch = config.method, config.model, config.data.global_batch
-  _check(m.image.name == 'vit', 'model.image.name',
-         f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
-         f'tokens act on its token sequence), got {m.image.name!r}')
-  _check(m.text.name in ('transformer', 'bert'), 'model.text.name',
-         f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
-         f'got {m.text.name!r}')
-  _check(0 <= me.momentum < 1, 'method.momentum', f'must be in [0, 1), got {me.momentum!r}')
-  _check(isinstance(me.queue_size, int) and me.queue_size >= batch and me.queue_size % batch == 0,
-         'method.queue_size', f'{me.queue_size!r} must be a positive multiple of '
-         f'data.global_batch={batch}')
-  _check(me.max_logit_scale > 0, 'method.max_logit_scale', 'must be positive')
-  depths = {'image': _tower_depth(m.image), 'text': _tower_depth(m.text)}
-  for i, pair in enumerate(me.levels):
-    _check(len(pair) == 2, f'method.levels[{i}]', f'must be (vit_block, text_layer), got {pair!r}')
-    for value, tower in zip(pair, ('image', 'text')):
-      _check(isinstance(value, int) and 1 <= value <= depths[tower], f'method.levels[{i}]',
-             f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
-             f'{depths[tower]}] (levels are 1-based)')
-  for name in ('hier_weight', 'mim_weight', 'alpha'):
-    _check(me[name] >= 0, f'method.{name}', f'must be >= 0, got {me[name]!r}')
-  _check(me.alpha <= 1, 'method.alpha', f'must be in [0, 1], got {me.alpha!r}')
-  _check(isinstance(me.distill_ramp_steps, int) and me.distill_ramp_steps >= 0,
-         'method.distill_ramp_steps', f'must be an int >= 0, got {me.distill_ramp_steps!r}')
-  patches = (config.data.image_size // m.image.patch) ** 2
-  visible = int(patches * (1 - me.mask_ratio))
-  _check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.mask_ratio',
-         f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
-         f'{patches} per image')
-  for name in ('width', 'depth', 'num_heads'):
-    _check(me.decoder[name] >= 1, f'method.decoder.{name}', 'must be >= 1')
-    _check(me.concepts_encoder[name] >= 1, f'method.concepts_encoder.{name}', 'must be >= 1')
-  _check_choice(me.hier_column_grad, 'method.hier_column_grad', ('all', 'local', 'none'))
-  _check_choice(me.decoder.pos_embed, 'method.decoder.pos_embed', ('sincos', 'learned'))
-  _check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0, 'method.decoder.width',
-         f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
-  _check(me.decoder.width % me.decoder.num_heads == 0, 'method.decoder.num_heads',
-         f'{me.decoder.num_heads} does not divide method.decoder.width={me.decoder.width}')
-  _check(me.concepts_encoder.width % me.concepts_encoder.num_heads == 0,
-         'method.concepts_encoder.num_heads', 'must divide method.concepts_encoder.width')
-  _check(isinstance(me.use_concepts, bool), 'method.use_concepts', 'must be True or False')
-  if me.use_concepts:
-    _check(bool(me.concepts_file), 'method.concepts_file',
-           'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
-           '--workdir=<teacher workdir> --output=<file> (or set method.use_concepts=False)')
-    _check(me.concepts_sample >= 1, 'method.concepts_sample', 'must be >= 1')
-    _check(3 <= me.concepts_len <= config.data.max_len, 'method.concepts_len',
-           f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
 
 
 # Fields whose keys a recipe chooses (a whole dict is assigned, as `config.mesh = {...}` or a
@@ -846,6 +815,26 @@ def _merge(config: ml_collections.ConfigDict, values: dict, prefix: str) -> None
       raise ConfigError(f'config.{field}: {value!r} does not fit ({e})') from None
 
 
+def _upgrade_method(values: dict) -> dict:
+  """config.json written before per-method namespaces held every method's fields flat in
+  `method`: the run's own method's move to method.<name>.*, the others' (unused by that run)
+  are dropped."""
+  from vlalign import methods  # pylint: disable=g-import-not-at-top
+  me = values.get('method')
+  if not isinstance(me, dict):
+    return values
+  flat = {k for k in me if k != 'name' and k not in methods.METHODS}
+  if not flat:
+    return values
+  name = me.get('name', 'clip')
+  own = methods.METHODS[name].defaults() if name in methods.METHODS else {}
+  upgraded = {k: v for k, v in me.items() if k not in flat}
+  moved = {k: me[k] for k in flat if k in own}
+  if moved:
+    upgraded[name] = {**upgraded.get(name, {}), **moved}
+  return {**values, 'method': upgraded}
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
   """A locked ConfigDict on base_config() with the values of to_json's text."""
   try:
@@ -855,8 +844,8 @@ def from_json(text: str) -> ml_collections.ConfigDict:
   if not isinstance(values, dict):
     raise ConfigError('config.json: the top level must be an object of config fields')
   config = base_config()
-  _merge(config, values, '')
-  return config
+  _merge(config, _upgrade_method(values), '')
+  return lock_all(config)
 
 
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:

@@ -23,9 +23,8 @@ from vlalign.data.embedded import generator
 from vlalign.data import tokenizers as tokenizers_lib
 from vlalign.evaluate import benchmarks
 from vlalign.evaluate.heldout import HeldoutEvaluator
-from vlalign.losses import api as losses_api
-from vlalign.methods import zerovl
 from vlalign.methods import get_method
+from vlalign.methods import zerovl
 from vlalign.models import two_tower
 from vlalign.weights import load as weights_load
 
@@ -80,11 +79,9 @@ def build_model(config: ml_collections.ConfigDict, tokenizer) -> two_tower.TwoTo
 
 
 def _concepts(config) -> concepts_lib.Concepts | None:
-  """ViCHA's stored visual concepts (config.method.concepts_file) when the method uses them."""
-  me = config.method
-  if me.name != 'vicha' or not me.use_concepts:
-    return None
-  return concepts_lib.Concepts(me.concepts_file, me.concepts_sample, me.concepts_len)
+  """The stored visual concepts the method's data needs (ViCHA's), else None."""
+  spec = get_method(config.method.name).data_needs(config).concepts
+  return concepts_lib.Concepts(*spec) if spec else None
 
 
 def init_state(config, model, tx, mesh, load_weights: bool = True) -> tuple[TrainState, Any]:
@@ -99,18 +96,16 @@ def init_state(config, model, tx, mesh, load_weights: bool = True) -> tuple[Trai
   def init_fn(seed, pretrained):
     params_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
     variables = _replace_leaves(model.init({'params': params_rng}, images, tokens), pretrained)
-    params, extra = variables.pop('params'), {}
-    if method is not None:  # the method's heads join the params; its state goes to `extra`
-      params, extra = method.init(config, model, params, variables,
-                                  jax.random.fold_in(params_rng, 1))
+    # The method's heads join the params; its state (queues, EMA copies) goes to `extra`.
+    params, extra = method.init(config, model, variables.pop('params'), variables,
+                                jax.random.fold_in(params_rng, 1))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=step_rng, skipped=jnp.zeros((), jnp.int32), model_state=variables,
                       extra=extra)
 
   abstract = jax.eval_shape(init_fn, config.seed, {})
   shardings = parallel.param_shardings(abstract, mesh, config.partition_rules)
-  if method is not None:
-    shardings = shardings.replace(extra=method.extra_shardings(config, shardings, mesh))
+  shardings = shardings.replace(extra=method.extra_shardings(config, shardings, mesh))
   pretrained = _pretrained(config, abstract, shardings) if load_weights else {}
   state = jax.jit(init_fn, static_argnums=0, out_shardings=shardings)(config.seed, pretrained)
   return state, shardings
@@ -148,24 +143,13 @@ def all_finite(tree: Any) -> jnp.ndarray:
 
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
-  loss_cfg = config.loss
   nan_steps = tuple(int(s) for s in config.debug.nan_loss_at_steps)
   method = get_method(config.method.name)
   frozen = optim.frozen_towers(config.model)
 
-  def clip_objective(params, model_state, extra, batch, rng):
-    out, model_state = model.apply({'params': params, **model_state}, batch['image'],
-                                   batch['tokens'], train=True, rngs={'dropout': rng},
-                                   mutable=list(model_state))
-    losses = losses_api.compute(loss_cfg, out, mesh, config.batch_axes)
-    logit_params = {k: out[k] for k in ('scale', 'bias') if k in out}
-    return losses['loss'], (losses, logit_params, model_state, extra)
-
-  # A method's objective has the same signature: (params, model_state, extra, batch, rng) ->
-  # (loss, (losses, logit params, new model_state, new extra)).
-  objective = clip_objective if method is None else method.make_objective(config, model, mesh)
-  if config.mixup.enabled:  # ZeroVL's coin-flipping mixup on the contrastive objective
-    objective = zerovl.make_objective(config, model, mesh)
+  # (params, model_state, extra, batch, rng) -> (loss, (losses, logit params, new model_state,
+  # new extra)): the method's (methods/base.py); 'clip' chooses ZeroVL's mixup itself.
+  objective = method.make_objective(config, model, mesh)
 
   def loss_fn(params, model_state, extra, batch, rng, step):
     loss, (losses, logit_params, model_state, extra) = objective(params, model_state, extra,
@@ -176,8 +160,9 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
       losses = {**losses, 'loss': loss}
     return loss, (losses, logit_params, model_state, extra)
 
-  micro = config.grad_accum.micro_batches
-  decoupled = zerovl.make_value_and_grad(config, model, mesh) if micro > 1 else None
+  # None: jax.value_and_grad of the objective; 'clip' with grad_accum.micro_batches > 1 gives
+  # ZeroVL's decoupled accumulation.
+  decoupled = method.make_value_and_grad(config, model, mesh)
 
   def step_fn(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -185,7 +170,7 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
       grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
       (loss, (losses, logit_params, model_state, extra)), grads = grad_fn(
           state.params, state.model_state, state.extra, batch, rng, state.step)
-    else:  # ZeroVL's two-pass accumulation over `micro` micro-batches (methods/zerovl.py)
+    else:  # the method's own value and gradient (ZeroVL's two-pass accumulation)
       (loss, (losses, logit_params, model_state, extra)), grads = decoupled(
           state.params, state.model_state, state.extra, batch, rng)
       if nan_steps:

@@ -24,9 +24,9 @@ def config_for(name: str):
   config = _tiny_config()
   config.method.name = name
   if name == 'brivl':
-    config.method.update(queue_size=3 * BATCH, momentum=0.9)
+    config.method.brivl.update(queue_size=3 * BATCH, momentum=0.9)
   else:
-    config.method.update(bank_size=3 * BATCH, projector_dim=24, predictor_dim=12)
+    config.method.declip.update(bank_size=3 * BATCH, projector_dim=24, predictor_dim=12)
     config.data.views.update(image2=True, text_mlm=True, text_eda=True)
     config.loss.update(label_smoothing=0.0, reduction='mean')
   return config
@@ -103,7 +103,7 @@ def check(name: str) -> dict:
     out['bank_changed_rows'] = np.nonzero(changed)[0].tolist()
   second = one.train(data[1:2])
   if name == 'brivl':
-    m = config.method.momentum
+    m = config.method.brivl.momentum
     want = jax.tree.map(lambda e, p: m * np.asarray(e, np.float64) + (1 - m) * p,
                         after1.extra['ema']['params'], after1.params)
     out['ema_step2_diff'] = max_diff(one.host().extra['ema']['params'], want)

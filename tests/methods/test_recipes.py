@@ -94,7 +94,7 @@ def test_tiny_recipes_train_through_main(runs, name, components):
                                rtol=1e-6)
     assert last['train/temperature'] == pytest.approx(0.07)
   else:
-    w = load_config('declip_vit_b32', 'tiny').method.weights
+    w = load_config('declip_vit_b32', 'tiny').method.declip.weights
     total = sum(w[c] * last[f'train/loss/{c}'] for c in ('mvs', 'iss', 'tss', 'nns'))
     np.testing.assert_allclose(last['train/loss'], total, rtol=1e-5)
     # log-scale clamped to [3, 6] at init and after every update, value capped at 100.
@@ -163,35 +163,36 @@ def test_paper_configs_need_data_and_small_ones_validate(name):
 
 def test_paper_recipe_facts():
   b = load_config('brivl_effnet_bert')
-  assert (b.method.momentum, b.method.temperature, b.method.queue_size) == (0.99, 0.07, 9600)
-  assert b.method.queue_size % b.data.global_batch == 0 and b.model.embed_dim == 2048
+  me = b.method.brivl
+  assert (me.momentum, me.temperature, me.queue_size) == (0.99, 0.07, 9600)
+  assert me.queue_size % b.data.global_batch == 0 and b.model.embed_dim == 2048
   assert b.model.image.name == 'efficientnet' and b.model.text.name == 'bert'
   for name, image in (('declip_vit_b32', 'clip_vit'), ('declip_rn50', 'clip_resnet')):
     d = load_config(name)
     # DeCLIP's 65,536 per GPU x 32 GPUs of 128: the same 256 steps of history, globally.
-    assert d.method.bank_size == 65536 * 32 and d.data.global_batch == 4096
+    assert d.method.declip.bank_size == 65536 * 32 and d.data.global_batch == 4096
     assert d.optimizer.eps == 1e-8 and tuple(d.optimizer.log_scale_range) == (3.0, 6.0)
-    assert dict(d.method.weights) == {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2}
+    assert dict(d.method.declip.weights) == {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2}
     assert d.model.image.name == image and d.model.text.name == 'clip_text'
-    assert d.optimizer.weight_decay == 0.1 and d.method.max_logit_scale == 100.0
-  assert load_config('declip_vit_b32', 'mvs06').method.weights.mvs == 0.6
+    assert d.optimizer.weight_decay == 0.1 and d.method.declip.max_logit_scale == 100.0
+  assert load_config('declip_vit_b32', 'mvs06').method.declip.weights.mvs == 0.6
 
 
 @pytest.mark.parametrize('field,value,match', [
     ('method.name', 'moco', 'config.method.name'),
-    ('method.queue_size', 50, 'config.method.queue_size'),
-    ('method.momentum', 1.0, 'config.method.momentum'),
-    ('method.temperature', 0.0, 'config.method.temperature'),
+    ('method.brivl.queue_size', 50, 'config.method.brivl.queue_size'),
+    ('method.brivl.momentum', 1.0, 'config.method.brivl.momentum'),
+    ('method.brivl.temperature', 0.0, 'config.method.brivl.temperature'),
 ])
 def test_bad_brivl_fields_are_named(field, value, match):
   _bad('brivl_effnet_bert', field, value, match)
 
 
 @pytest.mark.parametrize('field,value,match', [
-    ('method.bank_size', 40, 'config.method.bank_size'),
-    ('method.weights.nns', -0.1, 'config.method.weights.nns'),
-    ('method.projector_dim', 0, 'config.method.projector_dim'),
-    ('method.max_logit_scale', 0.0, 'config.method.max_logit_scale'),
+    ('method.declip.bank_size', 40, 'config.method.declip.bank_size'),
+    ('method.declip.weights.nns', -0.1, 'config.method.declip.weights.nns'),
+    ('method.declip.projector_dim', 0, 'config.method.declip.projector_dim'),
+    ('method.declip.max_logit_scale', 0.0, 'config.method.declip.max_logit_scale'),
     ('data.views.text_eda', False, 'config.data.views.text_eda'),
     ('data.views.image2', False, 'config.data.views.image2'),
     ('data.views.mlm_prob', 1.5, 'config.data.views.mlm_prob'),

@@ -248,9 +248,9 @@ def test_concept_sampling_is_deterministic_and_with_replacement(tmp_path):
   assert len({x for p in positions for x in p}) == 15  # every stored concept can be drawn
   _, found = c.text(tf.constant('nope'), 0, 0)
   assert not bool(found)
-  with pytest.raises(DataError, match=r"config.method.concepts_file: .*c.jsonl.*'nope'"):
+  with pytest.raises(DataError, match=r"config.method.vicha.concepts_file: .*c.jsonl.*'nope'"):
     c.check(np.asarray([True, False]), np.asarray([b'ex/0', b'nope'], object))
-  with pytest.raises(DataError, match='config.method.concepts_file: .*missing.jsonl'):
+  with pytest.raises(DataError, match='config.method.vicha.concepts_file: .*missing.jsonl'):
     concepts_lib.Concepts(str(tmp_path / 'missing.jsonl'), 4, 8)
 
 
@@ -277,7 +277,7 @@ def test_pipeline_adds_sampled_concept_tokens_and_names_missing_ids(small_datase
   np.testing.assert_array_equal(next(run(3))['concept_tokens'], a['concept_tokens'])
   path.write_text(''.join(json.dumps({'id': u, 'concepts': c}) + '\n'
                           for u, c in list(stored.items())[::2]))
-  with pytest.raises(DataError, match='config.method.concepts_file: .*concepts.jsonl has no '
+  with pytest.raises(DataError, match='config.method.vicha.concepts_file: .*concepts.jsonl has no '
                                       'concepts for example ids'):
     half = run(3)
     for _ in range(3):  # half the ids are gone: the first batch already misses some
@@ -300,7 +300,7 @@ def test_paper_recipe_facts():
   assert (c.model.image.name, c.model.image.patch, c.model.image.width, c.model.image.depth,
           c.data.image_size) == ('vit', 16, 768, 12, 256)
   assert (c.model.text.name, c.model.text.depth, c.model.embed_dim) == ('bert', 6, 256)
-  me = c.method
+  me = c.method.vicha
   assert tuple(map(tuple, me.levels)) == ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5))
   assert (me.momentum, me.queue_size, me.alpha, me.hier_weight, me.mim_weight,
           me.mask_ratio) == (0.995, 65536, 0.4, 0.1, 1.0, 0.75)
@@ -326,23 +326,23 @@ def test_paper_recipe_facts():
 
 
 @pytest.mark.parametrize('field,value,match', [
-    ('method.levels', ((3, 1),), r'config.method.levels\[0\]: \(3, 1\): image level 3'),
-    ('method.levels', ((1, 5),), r'config.method.levels\[0\].*text level 5'),
-    ('method.levels', ((0, 1),), r'config.method.levels\[0\]'),
-    ('method.queue_size', 40, 'config.method.queue_size'),
-    ('method.momentum', 1.0, 'config.method.momentum'),
-    ('method.alpha', 1.5, 'config.method.alpha'),
-    ('method.mask_ratio', 0.99, 'config.method.mask_ratio'),
-    ('method.decoder.num_heads', 3, 'config.method.decoder.num_heads'),
-    ('method.decoder.pos_embed', 'rope', 'config.method.decoder.pos_embed'),
-    ('method.hier_column_grad', 'some', 'config.method.hier_column_grad'),
-    ('method.concepts_file', '', 'config.method.concepts_file'),
-    ('method.concepts_len', 99, 'config.method.concepts_len'),
+    ('method.vicha.levels', ((3, 1),), r'config.method.vicha.levels\[0\]: \(3, 1\): image level 3'),
+    ('method.vicha.levels', ((1, 5),), r'config.method.vicha.levels\[0\].*text level 5'),
+    ('method.vicha.levels', ((0, 1),), r'config.method.vicha.levels\[0\]'),
+    ('method.vicha.queue_size', 40, 'config.method.vicha.queue_size'),
+    ('method.vicha.momentum', 1.0, 'config.method.vicha.momentum'),
+    ('method.vicha.alpha', 1.5, 'config.method.vicha.alpha'),
+    ('method.vicha.mask_ratio', 0.99, 'config.method.vicha.mask_ratio'),
+    ('method.vicha.decoder.num_heads', 3, 'config.method.vicha.decoder.num_heads'),
+    ('method.vicha.decoder.pos_embed', 'rope', 'config.method.vicha.decoder.pos_embed'),
+    ('method.vicha.hier_column_grad', 'some', 'config.method.vicha.hier_column_grad'),
+    ('method.vicha.concepts_file', '', 'config.method.vicha.concepts_file'),
+    ('method.vicha.concepts_len', 99, 'config.method.vicha.concepts_len'),
     ('model.image.name', 'efficientnet', 'config.model.image.name'),
 ])
 def test_bad_vicha_fields_are_named(field, value, match):
   config = load_config('vicha_vit_b16', 'tiny')
-  config.method.concepts_file = '/some/concepts.jsonl'
+  config.method.vicha.concepts_file = '/some/concepts.jsonl'
   config_lib.validate(config)
   node, *path = field.split('.')
   target = config[node]
@@ -391,7 +391,7 @@ def runs(tmp_path_factory, cache):
   ids = _write_train_concepts(cache, train_concepts)  # also writes the embedded data, once
   cfg = os.path.join(ROOT, 'configs', 'vicha_vit_b16.py:tiny')
   main = lambda wd, *extra: [*MAIN, f'--config={cfg}', f'--workdir={wd}',
-                             f'--config.method.concepts_file={train_concepts}',
+                             f'--config.method.vicha.concepts_file={train_concepts}',
                              '--config.evals.heldout=False', *extra]
   wd = {k: tmp / k for k in ('straight', 'resumed')}
   _finish(_start(main(wd['resumed'], '--config.stop_at_step=3'), env))
@@ -399,7 +399,8 @@ def runs(tmp_path_factory, cache):
   teacher, output = tmp / 'teacher', tmp / 'concepts.jsonl'
   shutil.copytree(wd['resumed'], teacher)
   tool = _start([sys.executable, '-m', 'vlalign.tools.concepts', f'--config={cfg}',
-                 f'--config.method.concepts_file={train_concepts}', '--config.evals.heldout=False',
+                 f'--config.method.vicha.concepts_file={train_concepts}',
+                 '--config.evals.heldout=False',
                  f'--workdir={teacher}', f'--output={output}', '--save_embeddings'], env)
   procs = {'straight': _start(main(wd['straight']), env),
            'resumed': _start(main(wd['resumed']), env)}
@@ -456,7 +457,7 @@ def _rows(workdir):
 def test_tiny_vicha_trains_through_main(runs):
   rows = _rows(runs['workdirs']['straight'])
   assert [r['step'] for r in rows] == [2, 4, 6]
-  me = load_config('vicha_vit_b16', 'tiny').method
+  me = load_config('vicha_vit_b16', 'tiny').method.vicha
   for r in rows:
     for c in ('itc', 'hier', 'mim', 'hier/1_1', 'i2t', 't2i'):
       assert np.isfinite(r[f'train/loss/{c}']), (c, r)

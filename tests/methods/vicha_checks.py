@@ -64,10 +64,11 @@ def step_check() -> dict:
   c.method.name = 'vicha'
   c.model.image.update(depth=2)
   c.model.text.update(depth=2)
-  c.method.update(levels=((1, 1), (2, 1)), queue_size=3 * batch, momentum=0.9, concepts_len=6,
-                  distill_ramp_steps=2, concepts_file='unused: batches are made here')
-  c.method.decoder.update(width=16, num_heads=2)
-  c.method.concepts_encoder.update(width=16, num_heads=2)
+  c.method.vicha.update(levels=((1, 1), (2, 1)), queue_size=3 * batch, momentum=0.9,
+                        concepts_len=6, distill_ramp_steps=2,
+                        concepts_file='unused: batches are made here')
+  c.method.vicha.decoder.update(width=16, num_heads=2)
+  c.method.vicha.concepts_encoder.update(width=16, num_heads=2)
   rng = np.random.RandomState(0)
   data = [{'image': rng.uniform(-1, 1, (batch, 16, 16, 3)).astype(np.float32),
            'tokens': rng.randint(5, vocab, (batch, length)).astype(np.int32),

@@ -1,5 +1,5 @@
 """Visual concepts per training example (ViCHA): the file `python -m vlalign.tools.concepts`
-writes and the training pipeline reads (config.method.concepts_file).
+writes and the training pipeline reads (config.method.vicha.concepts_file).
 
 Format: JSON lines, one per example: {"id": <example id>, "concepts": [top concepts, best
 first], "scores": [their cosine scores]}; every line holds the same number of concepts.
@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from vlalign.data.spec import DataError
 
-FIELD = 'config.method.concepts_file'
+FIELD = 'config.method.vicha.concepts_file'
 
 
 def read(path: str) -> tuple[list[str], list[list[str]], list[list[float]]]:

@@ -18,9 +18,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
-from vlalign.losses import manual
+from vlalign.losses import manual, sharded
 
 
 def _steps(b: int, size: int, chunk: int) -> tuple[int, int]:
@@ -125,14 +125,11 @@ def local_softmax_contrastive(x, y, scale, *, axis_name, chunk: int,
   x, y, scale = manual.as_varying(
       (x.astype(jnp.float32), y.astype(jnp.float32), jnp.asarray(scale, jnp.float32)), axis_name)
   b = x.shape[0]
-  big_b = b * jax.lax.axis_size(axis_name)
-  positives = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
+  positives = sharded.positives(b, axis_name)
   ce_i2t, hit_i2t = _direction(x, y, y, scale, positives, axis_name, chunk, label_smoothing)
   ce_t2i, hit_t2i = _direction(y, x, x, scale, positives, axis_name, chunk, label_smoothing)
-  i2t = jax.lax.psum(ce_i2t.sum(), axis_name) / big_b
-  t2i = jax.lax.psum(ce_t2i.sum(), axis_name) / big_b
-  acc_i2t = jax.lax.psum(hit_i2t.sum(), axis_name) / big_b
-  acc_t2i = jax.lax.psum(hit_t2i.sum(), axis_name) / big_b
+  mean = lambda v: sharded.global_mean(v.sum(), b, axis_name)
+  i2t, t2i, acc_i2t, acc_t2i = mean(ce_i2t), mean(ce_t2i), mean(hit_i2t), mean(hit_t2i)
   total = i2t + t2i if reduction == 'sum' else 0.5 * (i2t + t2i)
   return {'loss': total, 'loss/i2t': i2t, 'loss/t2i': t2i,
           'accuracy/i2t': acc_i2t, 'accuracy/t2i': acc_t2i}
@@ -147,9 +144,6 @@ def softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, mesh
     raise ValueError(f'loss.reduction must be "sum" or "mean", got {reduction!r}')
   if not isinstance(chunk, int) or chunk < 1:
     raise ValueError(f'loss.chunk must be a positive int, got {chunk!r}')
-  axes = tuple(batch_axes)
-  name = manual.axis_name(axes)
-  body = lambda a, b, s: local_softmax_contrastive(
-      a, b, s, axis_name=name, chunk=chunk, label_smoothing=label_smoothing, reduction=reduction)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P()), out_specs=P())
-  return fn(x, y, scale)
+  return sharded.run(local_softmax_contrastive, mesh, batch_axes, (x, y, scale),
+                     (sharded.BATCH, sharded.BATCH, sharded.REPLICATED), chunk=chunk,
+                     label_smoothing=label_smoothing, reduction=reduction)

@@ -17,7 +17,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+
+from vlalign.losses import sharded
 
 
 def _smoothed_ce(logits: jnp.ndarray, positives: jnp.ndarray, smoothing: float) -> jnp.ndarray:
@@ -36,8 +38,8 @@ COLUMN_GRADS = ('all', 'local', 'none')
 def _gather_columns(v: jnp.ndarray, axis_name, column_grad: str) -> jnp.ndarray:
   """All rows of v over the axis, with gradient as `column_grad` says."""
   if column_grad == 'all':
-    return jax.lax.all_gather(v, axis_name, tiled=True)
-  out = jax.lax.all_gather(jax.lax.stop_gradient(v), axis_name, tiled=True)
+    return sharded.gather(v, axis_name)
+  out = sharded.gather(jax.lax.stop_gradient(v), axis_name)
   if column_grad == 'none':
     return out
   start = jax.lax.axis_index(axis_name) * v.shape[0]
@@ -52,17 +54,16 @@ def local_softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray
   b = x.shape[0]
   x_all = _gather_columns(x, axis_name, column_grad)
   y_all = _gather_columns(y, axis_name, column_grad)
-  big_b = x_all.shape[0]
-  positives = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
+  positives = sharded.positives(b, axis_name)
   x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
   logits_i2t = scale * x32 @ y_all.astype(jnp.float32).T
   logits_t2i = scale * y32 @ x_all.astype(jnp.float32).T
   ce_i2t = _smoothed_ce(logits_i2t, positives, label_smoothing)
   ce_t2i = _smoothed_ce(logits_t2i, positives, label_smoothing)
-  i2t = jax.lax.psum(ce_i2t.sum(), axis_name) / big_b
-  t2i = jax.lax.psum(ce_t2i.sum(), axis_name) / big_b
-  acc_i2t = jax.lax.psum((logits_i2t.argmax(-1) == positives).sum(), axis_name) / big_b
-  acc_t2i = jax.lax.psum((logits_t2i.argmax(-1) == positives).sum(), axis_name) / big_b
+  mean = lambda v: sharded.global_mean(v.sum(), b, axis_name)
+  i2t, t2i = mean(ce_i2t), mean(ce_t2i)
+  acc_i2t = mean(logits_i2t.argmax(-1) == positives)
+  acc_t2i = mean(logits_t2i.argmax(-1) == positives)
   total = i2t + t2i if reduction == 'sum' else 0.5 * (i2t + t2i)
   return {'loss': total, 'loss/i2t': i2t, 'loss/t2i': t2i,
           'accuracy/i2t': acc_i2t, 'accuracy/t2i': acc_t2i}
@@ -77,10 +78,7 @@ def softmax_contrastive(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, mesh
     raise ValueError(f'loss.reduction must be "sum" or "mean", got {reduction!r}')
   if column_grad not in COLUMN_GRADS:
     raise ValueError(f'column_grad must be one of {COLUMN_GRADS}, got {column_grad!r}')
-  axes = tuple(batch_axes)
-  axis_name = axes if len(axes) > 1 else axes[0]
-  body = lambda a, b, s: local_softmax_contrastive(
-      a, b, s, axis_name=axis_name, label_smoothing=label_smoothing, reduction=reduction,
-      column_grad=column_grad)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P()), out_specs=P())
-  return fn(x, y, scale)
+  return sharded.run(local_softmax_contrastive, mesh, batch_axes, (x, y, scale),
+                     (sharded.BATCH, sharded.BATCH, sharded.REPLICATED),
+                     label_smoothing=label_smoothing, reduction=reduction,
+                     column_grad=column_grad)

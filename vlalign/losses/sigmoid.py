@@ -17,9 +17,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
-from vlalign.losses import manual
+from vlalign.losses import manual, sharded
 
 IMPLS = ('ring', 'gather')
 
@@ -97,7 +97,7 @@ ring_sigmoid.defvjp(_ring_fwd, _ring_bwd)
 def _gather_sigmoid(x, y, scale, bias, name):
   """Same outputs as ring_sigmoid from local rows x all-gathered columns (b x B logits)."""
   b = x.shape[0]
-  positives = jax.lax.axis_index(name) * b + jnp.arange(b)
+  positives = sharded.positives(b, name)
   logits = scale * (x @ jax.lax.all_gather(y, name, tiled=True).T) + bias
   z = jnp.where(jnp.arange(logits.shape[1]) == positives[:, None], 1.0, -1.0)
   loss = -jnp.sum(jax.nn.log_sigmoid(z * logits))
@@ -112,11 +112,10 @@ def local_sigmoid_loss(x, y, scale, bias, *, axis_name, impl: str = 'ring'
   x, y, scale, bias = manual.as_varying(
       tuple(jnp.asarray(a, jnp.float32) for a in (x, y, scale, bias)), axis_name)
   b = x.shape[0]
-  big_b = b * jax.lax.axis_size(axis_name)
   fn = ring_sigmoid if impl == 'ring' else _gather_sigmoid
   loss, best_i2t, best_t2i = fn(x, y, scale, bias, axis_name)
-  positives = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
-  mean = lambda v: jax.lax.psum(v, axis_name) / big_b
+  positives = sharded.positives(b, axis_name)
+  mean = lambda v: sharded.global_mean(v, b, axis_name)
   return {'loss': mean(loss), 'accuracy/i2t': mean(jnp.sum(best_i2t == positives)),
           'accuracy/t2i': mean(jnp.sum(best_t2i == positives))}
 
@@ -128,8 +127,6 @@ def sigmoid_loss(x: jnp.ndarray, y: jnp.ndarray, scale: jnp.ndarray, bias: jnp.n
   and bias; {'loss', 'accuracy/i2t', 'accuracy/t2i'} as replicated scalars."""
   if impl not in IMPLS:
     raise ValueError(f'sigmoid loss impl must be one of {IMPLS}, got {impl!r}')
-  axes = tuple(batch_axes)
-  name = manual.axis_name(axes)
-  body = functools.partial(local_sigmoid_loss, axis_name=name, impl=impl)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P(), P()), out_specs=P())
-  return fn(x, y, scale, bias)
+  return sharded.run(local_sigmoid_loss, mesh, batch_axes, (x, y, scale, bias),
+                     (sharded.BATCH, sharded.BATCH, sharded.REPLICATED, sharded.REPLICATED),
+                     impl=impl)

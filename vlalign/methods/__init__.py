@@ -1,26 +1,25 @@
-"""Training recipes beyond the plain contrastive loss, each one small module built on shared
-pieces (bank.py: FIFO embedding bank; ema.py: momentum parameters; data/views.py: extra views).
+"""Training recipes ("methods"), one module each, looked up by config.method.name in METHODS.
 
-A method module provides:
-  init(config, model, params, model_state, key) -> (params, extra)
-      its heads added to the params (trained, in the optimizer) and its state (`TrainState.extra`:
-      queues, banks, EMA copies), built inside the jitted init;
-  extra_shardings(config, state_shardings, mesh) -> shardings of `extra`;
-  make_objective(config, model, mesh) -> objective(params, model_state, extra, batch, rng) ->
-      (loss, (losses, logit params, model_state, extra)), the train step's loss function: losses
-      holds 'loss' (the total) and 'loss/<component>' entries, logged as train/loss/...
+The contract a method module fulfils is written in methods/base.py (validate, make_objective;
+optionally init, extra_shardings, make_value_and_grad, data_needs); train.py and config_lib
+use a method only through it. Shared pieces: bank.py (FIFO embedding bank), ema.py (momentum
+parameters), logit_scale.py, data/views.py (extra views). zerovl.py holds ZeroVL's mixup and
+decoupled accumulation, options of the plain 'clip' method (methods/clip.py).
+
+Adding a recipe: its module here, its line in METHODS, its config file, its tests
+(docs/METHODS.md, "Adding a recipe").
 """
 
-import types
+from vlalign.methods import base, brivl, clip, declip, vicha
 
-from vlalign.methods import brivl, declip, vicha
+# name -> the method (explicit table, no import-time registration).
+METHODS: dict[str, base.Method] = {
+    name: base.from_module(name, module)
+    for name, module in (('clip', clip), ('brivl', brivl), ('declip', declip), ('vicha', vicha))}
 
-# name -> module; 'clip' is the train step's own contrastive objective (config.loss).
-METHODS = {'clip': None, 'brivl': brivl, 'declip': declip, 'vicha': vicha}
 
-
-def get_method(name: str) -> types.ModuleType | None:
-  """The method module for config.method.name (None for 'clip')."""
+def get_method(name: str) -> base.Method:
+  """The method for config.method.name."""
   if name not in METHODS:
     raise ValueError(f'config.method.name: {name!r} is not one of {sorted(METHODS)}')
   return METHODS[name]

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vlalign.losses import sharded
+
 
 def init(key: jax.Array, size: int, dim: int) -> dict[str, jnp.ndarray]:
   """A bank of `size` random unit rows of width `dim`, pointer at 0."""
@@ -35,11 +37,6 @@ def shardings(mesh: Mesh, batch_axes: Sequence[str]) -> dict[str, NamedSharding]
   return {'entries': NamedSharding(mesh, P(tuple(batch_axes))), 'ptr': NamedSharding(mesh, P())}
 
 
-def _axis(batch_axes: Sequence[str]):
-  axes = tuple(batch_axes)
-  return axes if len(axes) > 1 else axes[0]
-
-
 def enqueue(bank: dict, keys: jnp.ndarray, mesh: Mesh,
             batch_axes: Sequence[str] = ('data',)) -> dict:
   """The bank after inserting `keys` [n, dim] (a global array sharded on batch_axes, n <= size)
@@ -48,10 +45,10 @@ def enqueue(bank: dict, keys: jnp.ndarray, mesh: Mesh,
   n = keys.shape[0]
   if n > size:
     raise ValueError(f'cannot enqueue {n} rows into a bank of {size}')
-  axis = _axis(batch_axes)
   keys = jax.lax.stop_gradient(keys).astype(bank['entries'].dtype)
 
-  def body(entries, new, ptr):
+  def body(entries, new, ptr, *, axis_name):
+    axis = axis_name
     new = jax.lax.all_gather(new, axis, tiled=True)  # [n, dim] in global batch order
     rows = entries.shape[0]
     slot = jax.lax.axis_index(axis) * rows + jnp.arange(rows)  # global slot of each local row
@@ -59,9 +56,8 @@ def enqueue(bank: dict, keys: jnp.ndarray, mesh: Mesh,
     take = offset < n
     return jnp.where(take[:, None], new[jnp.minimum(offset, n - 1)], entries)
 
-  spec = P(tuple(batch_axes))
-  entries = jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, P()), out_specs=spec)(
-      bank['entries'], keys, bank['ptr'])
+  entries = sharded.run(body, mesh, batch_axes, (bank['entries'], keys, bank['ptr']),
+                        (sharded.BATCH, sharded.BATCH, sharded.REPLICATED), out=sharded.BATCH)
   return {'entries': entries, 'ptr': jnp.mod(bank['ptr'] + n, size).astype(jnp.int32)}
 
 
@@ -70,10 +66,10 @@ def nearest(entries: jnp.ndarray, queries: jnp.ndarray, mesh: Mesh,
   """(rows, indices): for each query row [B, dim] (sharded on batch_axes) the bank row with the
   largest dot product (top-1 cosine for unit rows; ties go to the lowest index) and its global
   index, both sharded like the queries. No gradient (a lookup)."""
-  axis = _axis(batch_axes)
   queries = jax.lax.stop_gradient(queries).astype(entries.dtype)
 
-  def body(local, q):
+  def body(local, q, *, axis_name):
+    axis = axis_name
     b, rows = q.shape[0], local.shape[0]
     q_all = jax.lax.all_gather(q, axis, tiled=True)  # [B, dim]
     sims = q_all @ local.T  # [B, rows]: every query against this device's rows
@@ -88,6 +84,5 @@ def nearest(entries: jnp.ndarray, queries: jnp.ndarray, mesh: Mesh,
     pick = lambda t: jnp.take_along_axis(t, win.reshape((1, b) + (1,) * (t.ndim - 2)), axis=0)[0]
     return pick(cand_rows), pick(cand_idx)
 
-  spec = P(tuple(batch_axes))
-  return jax.shard_map(body, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, spec))(
-      entries, queries)
+  return sharded.run(body, mesh, batch_axes, (entries, queries),
+                     (sharded.BATCH, sharded.BATCH), out=(sharded.BATCH, sharded.BATCH))

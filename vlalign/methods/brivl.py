@@ -1,7 +1,7 @@
 """BriVL / WenLan (Huo et al. 2021; docs/METHODS.md section 4): cross-modal MoCo.
 
 Query encoders are the model's towers (trained); the momentum encoders are an EMA copy of the
-same parameters (m = config.method.momentum, no gradient) held in `TrainState.extra['ema']`. Two
+same parameters (m = method.brivl.momentum, no gradient) held in `TrainState.extra['ema']`. Two
 FIFO queues (methods/bank.py, global and sharded over the batch axes) hold momentum keys: Q_I of
 images, Q_T of texts. With fixed temperature tau and s = 1 / tau:
 
@@ -23,8 +23,11 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+import ml_collections
+from jax.sharding import Mesh
 
+from vlalign import config_lib
+from vlalign.losses import sharded
 from vlalign.methods import bank, ema
 
 
@@ -32,11 +35,28 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   """No heads; extra = momentum copies of params and model state, and the two key queues."""
   del model
   k_img, k_txt = jax.random.split(key)
-  size, dim = config.method.queue_size, config.model.embed_dim
+  size, dim = config.method.brivl.queue_size, config.model.embed_dim
   extra = {'ema': {'params': jax.tree.map(jnp.copy, params),
                    'model_state': jax.tree.map(jnp.copy, model_state)},
            'queue_image': bank.init(k_img, size, dim), 'queue_text': bank.init(k_txt, size, dim)}
   return params, extra
+
+LOSS_FIELDS = ()  # its queue loss has a fixed temperature and no config.loss options
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """config.method.brivl: EMA factor of the momentum encoders, entries per key queue (a
+  multiple of the global batch), the fixed temperature tau."""
+  return ml_collections.ConfigDict({'momentum': 0.99, 'queue_size': 9600, 'temperature': 0.07})
+
+
+def validate(config) -> None:
+  """Momentum below 1, queues a multiple of the global batch, a positive temperature."""
+  me, check = config.method.brivl, config_lib.check
+  check(0 <= me.momentum < 1, 'method.brivl.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.brivl.queue_size', config.data.global_batch)
+  check(isinstance(me.temperature, (int, float)) and me.temperature > 0,
+        'method.brivl.temperature', f'must be positive, got {me.temperature!r}')
 
 
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
@@ -46,8 +66,9 @@ def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
           'queue_image': queue, 'queue_text': dict(queue)}
 
 
-def _queue_body(q, k, queue, *, scale, axis):
+def _queue_body(q, k, queue, *, scale, axis_name):
   """Per device: local queries q and positive keys k [b, d], this device's queue rows [K/D, d]."""
+  axis = axis_name
   b = q.shape[0]
   q_all = jax.lax.all_gather(q, axis, tiled=True)  # [B, d]: the queries go to the queue rows
   neg = scale * q_all @ queue.T  # [B, K/D]
@@ -71,16 +92,14 @@ def queue_loss(q: jnp.ndarray, k: jnp.ndarray, queue: jnp.ndarray, scale: float,
   """(loss, accuracy): InfoNCE of unit queries q [B, d] against their positive keys k [B, d]
   (no gradient into k) with the rows of `queue` [K, d] as the only negatives; q and k sharded on
   batch_axes, the queue on batch_axes too (it is never gathered: the queries are)."""
-  axes = tuple(batch_axes)
-  axis = axes if len(axes) > 1 else axes[0]
-  body = lambda a, b, c: _queue_body(a, b, c, scale=scale, axis=axis)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(P(axes), P(axes), P(axes)), out_specs=(P(), P()))
-  return fn(q, jax.lax.stop_gradient(k), queue)
+  batch, rep = sharded.BATCH, sharded.REPLICATED
+  return sharded.run(_queue_body, mesh, batch_axes, (q, jax.lax.stop_gradient(k), queue),
+                     (batch, batch, batch), out=(rep, rep), scale=scale)
 
 
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for BriVL (see the module docstring)."""
-  me, axes = config.method, config.batch_axes
+  me, axes = config.method.brivl, config.batch_axes
   scale = 1.0 / me.temperature
 
   def objective(params, model_state, extra, batch, rng):

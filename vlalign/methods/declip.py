@@ -17,8 +17,8 @@ pooled embedding and its token outputs. Losses (each logged as train/loss/<name>
        contrastive loss (columns: the neighbours of the global batch):
        1/2 sum_v 1/2 [CE(I_v vs NN(T)) + CE(I_v vs NN(T'))]. Then T and T' are enqueued.
 
-Total: sum of config.method.weights[name] * loss (0.4 / 0.2 / 0.2 / 0.2 by default). The logit
-scale is the model's exp(log_scale) with its value capped at method.max_logit_scale (100) and
+Total: sum of method.declip.weights[name] * loss (0.4 / 0.2 / 0.2 / 0.2 by default). The logit
+scale is the model's exp(log_scale) with its value capped at method.declip.max_logit_scale (100) and
 the gradient of the uncapped exp (methods/logit_scale.capped, as DeCLIP's in-place clamp); the
 parameter itself stays in config.optimizer.log_scale_range ([3, 6] in the recipes: clamped at
 init here, projected after every update by the optimizer), as DeCLIP's runner clamps it before
@@ -43,15 +43,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import Mesh
 
+from vlalign import config_lib
 from vlalign.losses import api as losses_api
 from vlalign.losses import contrastive
-from vlalign.methods import bank
+from vlalign.methods import bank, base
 from vlalign.methods import logit_scale
 from vlalign.models.two_tower import l2_normalize
 
 HEADS = 'declip'  # params[HEADS] holds the method's heads
+LOSSES = ('mvs', 'iss', 'tss', 'nns')
+VIEWS = ('image2', 'text_mlm', 'text_eda')  # data.views it trains on
 
 
 class BatchNorm(nn.Module):
@@ -97,7 +101,7 @@ class Predictor(nn.Module):
 
 
 def _heads(config, vocab_size: int) -> dict[str, nn.Module]:
-  me = config.method
+  me = config.method.declip
   return {'projector': Projector(me.projector_dim),
           'predictor': Predictor(me.predictor_dim, me.projector_dim),
           'mlm_head': nn.Dense(vocab_size)}
@@ -105,7 +109,7 @@ def _heads(config, vocab_size: int) -> dict[str, nn.Module]:
 
 def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   """Heads in params['declip']; extra = the text bank (random unit rows, pointer 0)."""
-  me, dim = config.method, config.model.embed_dim
+  me, dim = config.method.declip, config.model.embed_dim
   tokens = jnp.zeros((2, config.data.max_len), jnp.int32)
   seq = jax.eval_shape(lambda p: model.apply({'params': p, **model_state}, tokens,
                                              method='encode_text_and_tokens')[1], params)
@@ -117,6 +121,38 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   params = {**params, HEADS: {name: heads[name].init(k[i], inputs[name])['params']
                               for i, name in enumerate(sorted(heads))}}
   return params, {'bank': bank.init(k[3], me.bank_size, dim)}
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """config.method.declip: loss weights, text bank entries (a multiple of the global batch
+  holding at least one step's 2 x global_batch insertions), SimSiam projector (3 layers) and
+  predictor (hidden) widths, upper clamp of the logit scale."""
+  return ml_collections.ConfigDict({
+      'weights': {'mvs': 0.4, 'iss': 0.2, 'tss': 0.2, 'nns': 0.2},
+      'bank_size': 65536, 'projector_dim': 1024, 'predictor_dim': 512,
+      'max_logit_scale': 100.0})
+
+
+def validate(config) -> None:
+  """The four loss weights, a bank holding a step's T and T' insertions, positive head sizes."""
+  me, batch, check = config.method.declip, config.data.global_batch, config_lib.check
+  check(set(me.weights) == set(LOSSES), 'method.declip.weights',
+        f'must name exactly {list(LOSSES)}, got {sorted(me.weights)}')
+  for name in LOSSES:
+    check(me.weights[name] >= 0, f'method.declip.weights.{name}', 'must be >= 0')
+  check(isinstance(me.bank_size, int) and me.bank_size >= 2 * batch
+        and me.bank_size % batch == 0, 'method.declip.bank_size',
+        f'{me.bank_size!r} must be a multiple of data.global_batch={batch} and at least '
+        f'2 x global_batch (T and T\' are enqueued each step)')
+  for name in ('projector_dim', 'predictor_dim'):
+    config_lib.check_int(me[name], f'method.declip.{name}', 1)
+  check(me.max_logit_scale > 0, 'method.declip.max_logit_scale', 'must be positive')
+
+
+def data_needs(config) -> base.DataNeeds:
+  """A second image view, the MLM-masked and the EDA captions (data/views.py)."""
+  del config
+  return base.DataNeeds(views=VIEWS)
 
 
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
@@ -165,7 +201,7 @@ def nns_loss(images, texts, entries, scale, mesh: Mesh, batch_axes,
 
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for DeCLIP (see the module docstring)."""
-  me, axes, loss_cfg = config.method, config.batch_axes, config.loss
+  me, axes, loss_cfg = config.method.declip, config.batch_axes, config.loss
   heads = _heads(config, model.text_tower.vocab_size)
 
   def objective(params, model_state, extra, batch, rng):

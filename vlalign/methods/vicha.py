@@ -53,11 +53,13 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vlalign.losses import contrastive
-from vlalign.methods import bank, ema, logit_scale
+from vlalign import config_lib
+from vlalign.losses import contrastive, sharded
+from vlalign.methods import bank, base, ema, logit_scale
 from vlalign.models.text_transformer import TextTransformer
 from vlalign.models.two_tower import l2_normalize
 from vlalign.models.vit import EncoderBlock
@@ -138,7 +140,7 @@ class ConceptEncoder(nn.Module):
 
 
 def _heads(config, model, num_patches: int) -> dict[str, nn.Module]:
-  me, vit = config.method, model.image_tower
+  me, vit = config.method.vicha, model.image_tower
   heads = {'hier': LevelProjections(len(me.levels), config.model.embed_dim),
            'mim': MaeDecoder(num_patches, vit.patch * vit.patch * 3, me.decoder.width,
                              me.decoder.depth, me.decoder.num_heads, me.decoder.pos_embed)}
@@ -179,7 +181,7 @@ def num_visible(num_patches: int, mask_ratio: float) -> int:
 
 def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   """Heads in params['vicha']; extra = momentum copies, the two queues, the update count."""
-  me, d = config.method, config.data
+  me, d = config.method.vicha, config.data
   n_patch = _num_patches(config, model)
   heads = _heads(config, model, n_patch)
   images = jnp.zeros((2, d.image_size, d.image_size, 3), jnp.float32)
@@ -205,10 +207,106 @@ def init(config, model, params, model_state, key) -> tuple[Any, dict]:
   return params, extra
 
 
+def defaults() -> ml_collections.ConfigDict:
+  """config.method.vicha: momentum encoders (EMA factor) and queues (a multiple of the global
+  batch), the logit scale's cap; hierarchical alignment of (ViT block, text layer) pairs,
+  1-based (block k = the k-th block's output; the final layer is aligned by the main loss),
+  weight per level, which columns carry gradient ('none': ViCHA's torch.no_grad gather,
+  'local': this device's own, 'all': the exact gradient); momentum distillation weight alpha,
+  ramped in linearly over distill_ramp_steps updates; the MAE branch (mask_ratio of the patches
+  hidden, a decoder of `decoder` size with MAE's fixed 2-D sin-cos or learned positions, weight
+  mim_weight); visual concepts (concepts_file from python -m vlalign.tools.concepts;
+  concepts_sample drawn per example per step, tokenized to concepts_len, encoded by
+  concepts_encoder + a Linear to the ViT width and appended to the ViT tokens)."""
+  return ml_collections.ConfigDict({
+      'momentum': 0.99, 'queue_size': 9600, 'max_logit_scale': 100.0,
+      'levels': ((7, 1), (8, 2), (9, 3), (10, 4), (11, 5)), 'hier_weight': 0.1,
+      'hier_column_grad': 'none', 'alpha': 0.4, 'distill_ramp_steps': 1000,
+      'mim_weight': 1.0, 'mask_ratio': 0.75,
+      'decoder': {'width': 768, 'depth': 2, 'num_heads': 16, 'pos_embed': 'sincos'},
+      'use_concepts': True, 'concepts_file': '', 'concepts_sample': 4, 'concepts_len': 16,
+      'concepts_encoder': {'width': 256, 'depth': 2, 'num_heads': 4},
+  })
+
+
+LOSS_FIELDS = ()  # ITC, hierarchical and MIM losses have their own settings, not config.loss'
+
+
+def validate(config) -> None:
+  """ViCHA's checks: a ViT and a per-layer text tower, levels within the towers, weights,
+  a mask that leaves patches on both sides, head shapes, the concepts."""
+  check, me, m = config_lib.check, config.method.vicha, config.model
+  check(m.image.name == 'vit', 'model.image.name',
+        f'method.name="vicha" needs the "vit" image tower (levels, MAE masking and concept '
+        f'tokens act on its token sequence), got {m.image.name!r}')
+  check(m.text.name in ('transformer', 'bert'), 'model.text.name',
+        f'method.name="vicha" needs a "transformer" or "bert" text tower (per-layer [CLS]), '
+        f'got {m.text.name!r}')
+  check(0 <= me.momentum < 1, 'method.vicha.momentum', f'must be in [0, 1), got {me.momentum!r}')
+  config_lib.check_queue(me.queue_size, 'method.vicha.queue_size', config.data.global_batch)
+  check(me.max_logit_scale > 0, 'method.vicha.max_logit_scale', 'must be positive')
+  depths = {'image': config_lib.tower_depth(m.image), 'text': config_lib.tower_depth(m.text)}
+  for i, pair in enumerate(me.levels):
+    field = f'method.vicha.levels[{i}]'
+    check(len(pair) == 2, field, f'must be (vit_block, text_layer), got {pair!r}')
+    for value, tower in zip(pair, ('image', 'text')):
+      check(isinstance(value, int) and 1 <= value <= depths[tower], field,
+            f'{tuple(pair)!r}: {tower} level {value!r} is not within [1, model.{tower} depth='
+            f'{depths[tower]}] (levels are 1-based)')
+  for name in ('hier_weight', 'mim_weight', 'alpha'):
+    check(me[name] >= 0, f'method.vicha.{name}', f'must be >= 0, got {me[name]!r}')
+  check(me.alpha <= 1, 'method.vicha.alpha', f'must be in [0, 1], got {me.alpha!r}')
+  config_lib.check_int(me.distill_ramp_steps, 'method.vicha.distill_ramp_steps', 0)
+  config_lib.check_choice(me.hier_column_grad, 'method.vicha.hier_column_grad',
+                          ('all', 'local', 'none'))
+  patches = (config.data.image_size // m.image.patch) ** 2
+  visible = int(patches * (1 - me.mask_ratio))
+  check(0 < me.mask_ratio < 1 and 1 <= visible < patches, 'method.vicha.mask_ratio',
+        f'{me.mask_ratio!r} must leave at least one visible and one masked patch of the '
+        f'{patches} per image')
+  _validate_heads(config)
+
+
+def _validate_heads(config) -> None:
+  """The MAE decoder, the concept encoder and the concepts' file and sizes."""
+  check, me = config_lib.check, config.method.vicha
+  for part in ('decoder', 'concepts_encoder'):
+    for name in ('width', 'depth', 'num_heads'):
+      config_lib.check_int(me[part][name], f'method.vicha.{part}.{name}', 1)
+    check(me[part].width % me[part].num_heads == 0, f'method.vicha.{part}.num_heads',
+          f'{me[part].num_heads} does not divide method.vicha.{part}.width={me[part].width}')
+  config_lib.check_choice(me.decoder.pos_embed, 'method.vicha.decoder.pos_embed',
+                          ('sincos', 'learned'))
+  check(me.decoder.pos_embed != 'sincos' or me.decoder.width % 4 == 0,
+        'method.vicha.decoder.width',
+        f'{me.decoder.width} must be a multiple of 4 for 2-D sin-cos positions')
+  check(isinstance(me.use_concepts, bool), 'method.vicha.use_concepts', 'must be True or False')
+  if me.use_concepts:
+    check(bool(me.concepts_file), 'method.vicha.concepts_file',
+          'is empty; build it with python -m vlalign.tools.concepts --config=<teacher config> '
+          '--workdir=<teacher workdir> --output=<file> (or set method.vicha.use_concepts=False)')
+    config_lib.check_int(me.concepts_sample, 'method.vicha.concepts_sample', 1)
+    check(_is_int(me.concepts_len) and 3 <= me.concepts_len <= config.data.max_len,
+          'method.vicha.concepts_len',
+          f'{me.concepts_len!r} must be within [3, data.max_len={config.data.max_len}]')
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def data_needs(config) -> base.DataNeeds:
+  """The visual concepts (file, draws per example, token length) when use_concepts."""
+  me = config.method.vicha
+  if not me.use_concepts:
+    return base.DataNeeds()
+  return base.DataNeeds(concepts=(me.concepts_file, me.concepts_sample, me.concepts_len))
+
+
 def extra_shardings(config, state_shardings, mesh: Mesh) -> dict:
   """Momentum parameters placed like the parameters; queues split over the batch axes."""
   queue = bank.shardings(mesh, config.batch_axes)
-  return {'ema': {'params': _online(state_shardings.params, config.method.use_concepts),
+  return {'ema': {'params': _online(state_shardings.params, config.method.vicha.use_concepts),
                   'model_state': state_shardings.model_state},
           'queue_image': queue, 'queue_text': dict(queue),
           'updates': NamedSharding(mesh, P())}
@@ -253,10 +351,10 @@ def hier_losses(image_levels: jnp.ndarray, text_levels: jnp.ndarray, scale: jnp.
       for i in range(image_levels.shape[1])]
 
 
-def _distill_body(q, qm, k, queue, scale, alpha, *, axis):
+def _distill_body(q, qm, k, queue, scale, alpha, *, axis_name):
   """Per device: local queries q (student) and qm (momentum) [b, d], local momentum keys k
   [b, d] (gathered: the batch columns), this device's queue rows [K/D, d]."""
-  b = q.shape[0]
+  b, axis = q.shape[0], axis_name
   me = jax.lax.axis_index(axis)
   sg = jax.lax.stop_gradient(scale)
   k_all = jax.lax.all_gather(k, axis, tiled=True)  # [B, d]
@@ -290,14 +388,11 @@ def distill_loss(q: jnp.ndarray, q_m: jnp.ndarray, k_m: jnp.ndarray, queue: jnp.
   alpha * softmax(scale * q_m . columns) + (1 - alpha) * one-hot(row's own key); mean over the
   batch. q, q_m, k_m sharded on batch_axes, the queue too (never gathered); no gradient into
   q_m, k_m, the queue or the targets."""
-  axes = tuple(batch_axes)
-  axis = axes if len(axes) > 1 else axes[0]
-  body = lambda a, b, c, d, s, al: _distill_body(a, b, c, d, s, al, axis=axis)
-  spec = P(axes)
-  fn = jax.shard_map(body, mesh=mesh, in_specs=(spec, spec, spec, spec, P(), P()),
-                     out_specs=P())
+  batch, rep = sharded.BATCH, sharded.REPLICATED
   sg = jax.lax.stop_gradient
-  return fn(q, sg(q_m), sg(k_m), sg(queue), scale, sg(jnp.asarray(alpha, jnp.float32)))
+  return sharded.run(_distill_body, mesh, batch_axes,
+                     (q, sg(q_m), sg(k_m), sg(queue), scale, sg(jnp.asarray(alpha, jnp.float32))),
+                     (batch, batch, batch, batch, rep, rep))
 
 
 def distill_alpha(alpha: float, ramp_steps: int, updates: jnp.ndarray) -> jnp.ndarray:
@@ -309,7 +404,7 @@ def distill_alpha(alpha: float, ramp_steps: int, updates: jnp.ndarray) -> jnp.nd
 
 def make_objective(config, model, mesh: Mesh):
   """The train step's loss function for ViCHA (see the module docstring)."""
-  me, axes = config.method, config.batch_axes
+  me, axes = config.method.vicha, config.batch_axes
   n_patch = _num_patches(config, model)
   visible = num_visible(n_patch, me.mask_ratio)
   heads = _heads(config, model, n_patch)

@@ -1,5 +1,6 @@
 """Two-tower model composed from tower names in the config."""
 
+import dataclasses
 import math
 from typing import Any, Callable, Mapping
 
@@ -112,6 +113,17 @@ def _projection(kind: str, embed_dim: int, tower: str) -> Callable[[jnp.ndarray]
 
 # Tower config fields that are not constructor arguments (read by train.py and optim.py).
 NON_TOWER_FIELDS = ('init_from', 'trainable', 'init_first_layers')
+
+
+# Constructor fields a tower config may not set: build_model passes them.
+_PASSED_FIELDS = ('parent', 'dtype', 'remat', 'vocab_size', 'max_len')
+
+
+def tower_fields(name: str) -> frozenset[str]:
+  """The keys a `config.model.image` / `.text` sub-config of tower `name` may hold."""
+  cls = {**IMAGE_TOWERS, **TEXT_TOWERS}[name]
+  fields = {f.name for f in dataclasses.fields(cls)} - set(_PASSED_FIELDS)
+  return frozenset(fields | set(NON_TOWER_FIELDS) | {'name'})
 
 
 def _tower_kwargs(tower_cfg: ml_collections.ConfigDict) -> dict:

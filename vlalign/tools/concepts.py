@@ -15,7 +15,7 @@ Its model, tokenizer (the concept words are tokenized with the teacher's own: CL
 OpenCLIP import) and image view (size, resize, pixel mean / std) come from <workdir>/config.json.
 --config (default: the teacher's config) names the training data whose examples get concepts:
 its config.data.sources (and data settings: cache_dir, filters). Train with
-config.method.concepts_file=<output>.
+config.method.vicha.concepts_file=<output>.
 
 Vocabulary (no NLP model can be downloaded here, so no POS tagger): the lower-cased alphabetic
 words of the captions that are not closed-class English words (CLOSED_CLASS: determiners,
