@@ -63,21 +63,21 @@ ABLATIONS = {
         'no_accum': (['grad_accum.micro_batches=1'], 'one batch instead of 2 micro-batches'),
     },
     'declip': {
-        'no_iss': (['method.weights.iss=0.0'], 'without image SimSiam'),
-        'no_tss': (['method.weights.tss=0.0'], 'without MLM'),
-        'no_nns': (['method.weights.nns=0.0'], 'without nearest-neighbour supervision'),
-        'mvs_only': (['method.weights.iss=0.0', 'method.weights.tss=0.0',
-                      'method.weights.nns=0.0'], 'multi-view contrastive loss alone'),
+        'no_iss': (['method.declip.weights.iss=0.0'], 'without image SimSiam'),
+        'no_tss': (['method.declip.weights.tss=0.0'], 'without MLM'),
+        'no_nns': (['method.declip.weights.nns=0.0'], 'without nearest-neighbour supervision'),
+        'mvs_only': (['method.declip.weights.iss=0.0', 'method.declip.weights.tss=0.0',
+                      'method.declip.weights.nns=0.0'], 'multi-view contrastive loss alone'),
     },
     'brivl': {
-        'queue1': (['method.queue_size={batch}'], 'queue of one batch of keys'),
-        'no_momentum': (['method.momentum=0.0'], 'momentum encoders = the current towers'),
+        'queue1': (['method.brivl.queue_size={batch}'], 'queue of one batch of keys'),
+        'no_momentum': (['method.brivl.momentum=0.0'], 'momentum encoders = the current towers'),
     },
     'vicha': {
-        'no_mae': (['method.mim_weight=0.0'], 'without the MAE branch'),
-        'no_concepts': (['method.use_concepts=False'], 'without visual concepts'),
-        'no_hier': (['method.hier_weight=0.0'], 'without hierarchical alignment'),
-        'no_distill': (['method.alpha=0.0'], 'without momentum distillation'),
+        'no_mae': (['method.vicha.mim_weight=0.0'], 'without the MAE branch'),
+        'no_concepts': (['method.vicha.use_concepts=False'], 'without visual concepts'),
+        'no_hier': (['method.vicha.hier_weight=0.0'], 'without hierarchical alignment'),
+        'no_distill': (['method.vicha.alpha=0.0'], 'without momentum distillation'),
     },
 }
 

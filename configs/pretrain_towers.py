@@ -4,7 +4,8 @@ modelling on its captions. The data-efficiency benchmark's `pretrained` regime s
 recipe's towers from this run (benchmarks/data_efficiency.py, docs/DATA_EFFICIENCY.md).
 
 It is the DeCLIP objective of configs/declip_vit_b32.py:small (the demo's 48-px towers) with the
-weights of its two cross-modal losses at 0: method.weights = {mvs: 0, nns: 0, iss: 1, tss: 1}.
+weights of its two cross-modal losses at 0: method.declip.weights = {mvs: 0, nns: 0, iss: 1,
+tss: 1}.
 vlalign/methods/declip.py still computes MVS and NNS (and fills the text bank) but the total is
 sum_k weights[k] * loss_k, so a weight of 0 sends no gradient through them:
   - iss (SimSiam) reads only the two image views (z1, z2 -> projector -> predictor);
@@ -41,18 +42,14 @@ def _declip(arg: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """SimSiam (image) + MLM (text) pretraining of the demo's towers (see the module docstring)."""
-  args = set(filter(None, (arg or '').split(',')))
-  unknown = args - set(OPTIONS)
-  if unknown:
-    raise ValueError(f'configs/pretrain_towers.py: unknown option(s) {sorted(unknown)}; '
-                     f'known: {OPTIONS}')
+  args = config_lib.parse_variants(arg, OPTIONS, __file__)
   config = _declip('tiny' if 'tiny' in args else 'small')
-  config.method.weights.update(mvs=0.0, nns=0.0, iss=1.0, tss=1.0)
+  config.method.declip.weights.update(mvs=0.0, nns=0.0, iss=1.0, tss=1.0)
   if 'tiny' not in args:
     config.total_steps = 120
     config.data.global_batch = 256
-    config.method.bank_size = 2 * 256  # NNS is off: the smallest bank the validation allows
+    config.method.declip.bank_size = 2 * 256  # NNS is off: the smallest bank validation allows
     config.optimizer.warmup_steps = 10
     config.checkpoint_every = 120
     config.log_every = 10
-  return config
+  return config_lib.finish(config)

@@ -54,7 +54,7 @@ def test_commands_of_both_regimes_and_an_ablation():
   assert pre['data.tokenizer.vocab_file'] == '/runs/pt/vocab.txt'
   assert pre['data.embedded.train_sizes.studio'] == '12000'
   abl = _overrides(de.command('brivl', 'queue1', 'scratch', 'full', 0, 120, 64, '/w'))
-  assert abl['method.queue_size'] == '64'
+  assert abl['method.brivl.queue_size'] == '64'
   assert de.run_name('declip', 'no_iss', 'pretrained', 'quarter', 2) == (
       'declip-no_iss_pretrained_quarter_s2')
   with pytest.raises(ValueError, match='unknown regime'):

@@ -28,7 +28,7 @@ def test_pretrain_config_validates_with_only_the_unimodal_losses():
     config = _config('pretrain_towers.py', arg)
     config_lib.validate(config)
     assert config.method.name == 'declip'
-    assert dict(config.method.weights) == {'mvs': 0.0, 'nns': 0.0, 'iss': 1.0, 'tss': 1.0}
+    assert dict(config.method.declip.weights) == {'mvs': 0.0, 'nns': 0.0, 'iss': 1.0, 'tss': 1.0}
   # the towers are those of the recipes' small configs, so init_from fits them
   small, demo = _config('pretrain_towers.py', ''), _config('demo.py', 'v48')
   assert small.model.image.to_dict() == demo.model.image.to_dict()
