@@ -4,20 +4,20 @@ Losses (each logged as train/loss/<name>; total = itc + hier_weight * sum(hier l
 mim_weight * mim):
 
   itc   ALBEF-style contrastive loss with momentum encoders, queues and momentum distillation.
-        Momentum encoders are an EMA (method.momentum) of the towers, their projections and the
+        Momentum encoders are an EMA (method.vicha.momentum) of the towers, their projections and the
         concept encoder (extra['ema']); queues (methods/bank.py, global, sharded) hold momentum
         features. For image query q_i the columns are the momentum text features of the global
         batch followed by the text queue; targets are alpha * softmax(s * q^m_i . columns) +
         (1 - alpha) * one-hot(the pair's own momentum text feature), the loss the
         cross-entropy of softmax(s * q_i . columns) against them; text -> image likewise;
-        itc = (i2t + t2i) / 2. alpha = method.alpha * min(1, updates / distill_ramp_steps)
+        itc = (i2t + t2i) / 2. alpha = method.vicha.alpha * min(1, updates / distill_ramp_steps)
         (updates: applied steps so far, extra['updates']). s is the model's learnable logit
         scale; ALBEF clamps its temperature parameter to [0.001, 0.5] before each forward
         (gradient kept), here the log-scale is kept in optimizer.log_scale_range
         ([ln 2, ln 1000], projected after every update) and max_logit_scale (1000) is a
         gradient-keeping cap (no gradient through the targets). After the loss the
         batch's momentum features are enqueued (global batch order), oldest out.
-  hier  hierarchical alignment: for each (ViT block v, text layer t) in method.levels (1-based),
+  hier  hierarchical alignment: for each (ViT block v, text layer t) in method.vicha.levels (1-based),
         the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
         normalised already) go through their own Linear projections to embed_dim, are
         normalised and aligned with the symmetric in-batch softmax loss (losses/contrastive.py:
@@ -38,7 +38,7 @@ mim_weight * mim):
         whose receptive fields reach a few pixels into neighbouring patches (a small leak the
         pixel-level MAE would not have).
 
-Visual concepts (method.use_concepts): the data pipeline samples concepts_sample of the
+Visual concepts (method.vicha.use_concepts): the data pipeline samples concepts_sample of the
 example's stored top concepts (data/concepts.py) into batch['concept_tokens']; a small text
 encoder (concepts_encoder: a TextTransformer) + Linear to the ViT width turns them into tokens
 appended after the ViT's position embedding (padding masked out of attention), in the query
