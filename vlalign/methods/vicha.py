@@ -4,8 +4,8 @@ Losses (each logged as train/loss/<name>; total = itc + hier_weight * sum(hier l
 mim_weight * mim):
 
   itc   ALBEF-style contrastive loss with momentum encoders, queues and momentum distillation.
-        Momentum encoders are an EMA (method.vicha.momentum) of the towers, their projections and the
-        concept encoder (extra['ema']); queues (methods/bank.py, global, sharded) hold momentum
+        Momentum encoders are an EMA (method.vicha.momentum) of the towers, their projections and
+        the concept encoder (extra['ema']); queues (methods/bank.py, global, sharded) hold momentum
         features. For image query q_i the columns are the momentum text features of the global
         batch followed by the text queue; targets are alpha * softmax(s * q^m_i . columns) +
         (1 - alpha) * one-hot(the pair's own momentum text feature), the loss the
@@ -17,8 +17,8 @@ mim_weight * mim):
         ([ln 2, ln 1000], projected after every update) and max_logit_scale (1000) is a
         gradient-keeping cap (no gradient through the targets). After the loss the
         batch's momentum features are enqueued (global batch order), oldest out.
-  hier  hierarchical alignment: for each (ViT block v, text layer t) in method.vicha.levels (1-based),
-        the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
+  hier  hierarchical alignment: for each (ViT block v, text layer t) in method.vicha.levels
+        (1-based), the [CLS] outputs (through the tower's final LayerNorm; BERT's post-LN layers are
         normalised already) go through their own Linear projections to embed_dim, are
         normalised and aligned with the symmetric in-batch softmax loss (losses/contrastive.py:
         local rows x gathered columns, positive of row i on device r at r * b + i) with the
