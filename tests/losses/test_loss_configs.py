@@ -25,6 +25,7 @@ def run_main(config, workdir, cache, *overrides, devices=1):
   return [r for r in rows if 'train/loss' in r]
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_blockwise_softmax_on_8_devices_trains_like_gathered_on_1(tmp_path, cache):
   plain = run_main('demo.py', tmp_path / 'plain', cache)
   block = run_main('demo.py', tmp_path / 'block', cache, '--config.loss.impl=blockwise',
@@ -34,6 +35,7 @@ def test_blockwise_softmax_on_8_devices_trains_like_gathered_on_1(tmp_path, cach
   assert plain[-1]['train/loss'] != plain[0]['train/loss']
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_siglip_config_ring_on_8_devices_trains_like_gathered_on_1(tmp_path, cache):
   ring = run_main('siglip_demo.py', tmp_path / 'ring', cache, devices=8)
   gather = run_main('siglip_demo.py', tmp_path / 'gather', cache, '--config.loss.impl=gather')

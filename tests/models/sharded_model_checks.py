@@ -26,8 +26,9 @@ def tiny_align_config(compute_dtype: str = 'float32') -> ml_collections.ConfigDi
   config = load_config('align_b7')
   config.data.update(sources=('embedded',), global_batch=BATCH, image_size=SIZE, resize_size=SIZE,
                      max_len=LEN)
-  config.model.image.update(variant='b0', width_coefficient=0.25, depth_coefficient=0.25,
-                            drop_path_rate=0.2)
+  config.model.image = ml_collections.ConfigDict({  # new keys: a whole tower dict
+      **config.model.image.to_dict(), 'variant': 'b0', 'width_coefficient': 0.25,
+      'depth_coefficient': 0.25, 'drop_path_rate': 0.2})
   config.model.text = ml_collections.ConfigDict({
       'name': 'bert', 'size': 'mini', 'depth': 1, 'width': 32, 'num_heads': 2, 'dropout': 0.1})
   config.model.update(embed_dim=efficientnet.embedding_width('b0', 0.25), vocab_size=0,

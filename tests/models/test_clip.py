@@ -57,6 +57,7 @@ def test_tiny_vit_and_resnet_forward_are_finite_and_input_dependent():
     assert np.abs(out[0] - out[1]).max() > 1e-4
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 @pytest.mark.parametrize('tower', ['vit', 'text'])
 def test_pooled_last_block_gives_the_full_towers_output_and_gradients(tower):
   """pool_last_block computes only the pooled row in the last block: same numbers, less work."""

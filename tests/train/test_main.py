@@ -115,6 +115,7 @@ def test_checkpoint_from_another_model_is_refused_with_the_parameters_listed(str
   assert 'params/image_proj/kernel: in checkpoint (32, 32) float32, config builds (32, 24)' in proc.stderr
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_standalone_evaluate_reproduces_the_runs_final_eval(straight, cache):
   env = dict(os.environ, VLALIGN_DATA_DIR=str(cache), JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-m', 'vlalign.evaluate',
@@ -148,6 +149,7 @@ def _tool(module, cache, *args):
   return [json.loads(line) for line in proc.stdout.strip().splitlines() if line.startswith('{')]
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_embed_export_and_search_tools(straight, cache, tmp_path):
   index = tmp_path / 'index'
   meta, = _tool('vlalign.tools.embed', cache, f'--workdir={straight}', f'--output={index}',
@@ -193,6 +195,7 @@ def test_embed_export_and_search_tools(straight, cache, tmp_path):
     assert sheet.size == (8 + 5 * 168, 40 + 160 + 70)
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_demo_towers_with_grey_views_train_through_main(tmp_path, cache):
   """The default demo's image tower (64 px, the hybrid stem: a 4x4 patchify then stride-2
   convolutions down to a 2 x 2 token grid, run as matmuls), at tiny width, with data.grayscale, trains through

@@ -4,11 +4,13 @@ import glob
 import os
 
 import numpy as np
+import pytest
 
 from tests.train.test_main import read_metrics, run_main
 from vlalign import config_lib, perf
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_mfu_is_logged_from_xla_flops_and_a_profile_is_written(tmp_path):
   workdir = tmp_path / 'wd'
   proc = run_main(workdir, tmp_path / 'cache', '--config.peak_flops_per_device=1e9',

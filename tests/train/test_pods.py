@@ -310,6 +310,7 @@ def test_sigterm_exits_0_with_a_checkpoint_at_that_step_and_resumes_exactly(stra
   assert_same_params(final_params(tmp_path), final_params(straight))
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_damaged_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_path, cache):
   run(tmp_path, cache, '--config.stop_at_step=9')
   assert checkpoint_steps(tmp_path)[-2:] == [6, 9]
@@ -328,6 +329,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_one_before(straight, tmp_pa
   assert_same_params(final_params(tmp_path), final_params(straight))
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_injected_nan_stop_keeps_the_last_good_checkpoint(tmp_path, cache):
   proc = run(tmp_path, cache, '--config.debug.nan_loss_at_steps=(8,)', check=False)
   assert proc.returncode != 0
@@ -336,6 +338,7 @@ def test_injected_nan_stop_keeps_the_last_good_checkpoint(tmp_path, cache):
   assert checkpoint_steps(tmp_path)[-1] == 6  # nothing written after the bad step
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_injected_nan_skip_counts_and_goes_on(straight, tmp_path, cache):
   run(tmp_path, cache, '--config.debug.nan_loss_at_steps=(5,7)', '--config.nan_policy=skip')
   with open(tmp_path / 'metrics.jsonl') as f:

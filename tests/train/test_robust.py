@@ -36,6 +36,7 @@ def _steps(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(workdir / 'checkpoints') if d.isdigit())
 
 
+@pytest.mark.slow  # CI budget (docs/BENCHMARKS.md, "Test suite")
 def test_keep_0_keeps_every_checkpoint_and_a_data_item_without_keys_falls_back(tmp_path, cache):
   """keep_checkpoints=0 keeps all (it used to keep none while logging a save); the newest
   checkpoint whose data item parses but lacks keys is set aside for the one before it."""
