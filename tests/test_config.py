@@ -3,6 +3,7 @@
 import jax
 import pytest
 
+from tests.config_checks import assert_refused
 from vlalign import config_lib, parallel
 
 
@@ -39,14 +40,7 @@ def test_demo_config_is_valid():
     ('model.image.stem_conv', 'winograd', 'config.model.image.stem_conv'),
 ])
 def test_bad_values_name_the_field(field, value, match):
-  config = _demo()
-  node = config
-  *parents, leaf = field.split('.')
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
-  with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config)
+  assert_refused(_demo(), field, value, match)
 
 
 def test_hybrid_stem_needs_room_for_its_patchify():

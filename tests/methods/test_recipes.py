@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.config_checks import assert_refused
 from tests.tools.test_summary import ROOT, load_config
 from vlalign import config_lib, train
 
@@ -204,14 +205,7 @@ def test_bad_declip_fields_are_named(field, value, match):
 
 
 def _bad(name, field, value, match):
-  config = load_config(name, 'tiny')
-  *parents, leaf = field.split('.')
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
-  with pytest.raises(config_lib.ConfigError, match=match):
-    config_lib.validate(config)
+  assert_refused(load_config(name, 'tiny'), field, value, match)
 
 
 def test_declip_vit_b32_has_the_clip_towers():
