@@ -36,8 +36,9 @@ def declip_method(config: ml_collections.ConfigDict, bank_batches: int,
   # model caps the scale's value at 100 with the gradient kept (methods/logit_scale.py).
   config.optimizer.log_scale_range = (3.0, 6.0)
   config.method.declip.weights.update(mvs=mvs_weight, iss=0.2, tss=0.2, nns=0.2)
-  config.data.views.update(image2=True, text_mlm=True, text_eda=True, mlm_prob=0.15,
-                           eda_alpha=0.1)
+  # MoCo-v2's augmentation on both image views, as DeCLIP's data loader applies it.
+  config.data.views.update(image2=True, image1_strong=True, text_mlm=True, text_eda=True,
+                           mlm_prob=0.15, eda_alpha=0.1)
   # CLIP's loss: no label smoothing, the mean of the two directions.
   config.loss.update(name='softmax', label_smoothing=0.0, reduction='mean')
 

@@ -112,9 +112,10 @@ def _data_defaults() -> ml_collections.ConfigDict:
       'eval_batch': 250,
       # Extra training views a method asks for (data/views.py): a second augmented image
       # ('image2'), MLM-masked tokens + labels ('tokens_mlm', 'mlm_labels') and an EDA-augmented
-      # caption ('tokens_eda'). The first image view stays the plain train view above.
+      # caption ('tokens_eda'). The first image view is the plain train view above unless
+      # image1_strong, which gives it image2's augmentation (an independent draw; DeCLIP).
       'views': {
-          'image2': False, 'text_mlm': False, 'text_eda': False,
+          'image2': False, 'text_mlm': False, 'text_eda': False, 'image1_strong': False,
           # image2: random resized crop (area fraction range, aspect ratio 3/4..4/3), flip,
           # colour jitter (brightness / contrast / saturation strength; 0: off), grayscale and
           # Gaussian blur (sigma 0.1..2 px at 224 px, scaled to image_size) probabilities.
@@ -717,7 +718,7 @@ def _validate_accumulation(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_views(v: ml_collections.ConfigDict) -> None:
-  for name in ('image2', 'text_mlm', 'text_eda', 'flip'):
+  for name in ('image2', 'text_mlm', 'text_eda', 'image1_strong', 'flip'):
     _check(isinstance(v[name], bool), f'data.views.{name}', f'must be True or False, got {v[name]!r}')
   scale = tuple(v.crop_scale)
   _check(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, 'data.views.crop_scale',

@@ -136,9 +136,19 @@ def test_pipeline_delivers_the_views_and_keeps_the_first_view(tiny_data):
   np.testing.assert_array_equal(batch['mlm_labels'][sel], batch['tokens'][sel])
   np.testing.assert_array_equal(batch['tokens_mlm'][~sel], batch['tokens'][~sel])
   assert sel.any() and (batch['tokens_eda'] != batch['tokens']).any()
+  # DeCLIP's first view is strong too (an independent draw of image2's augmentation); with
+  # image1_strong off it is the plain train view, the same as without any extra view.
+  assert config.data.views.image1_strong
+  weak = config.data.copy_and_resolve_references()
+  weak.views.image1_strong = False
+  weak_batch = next(pipeline.TrainIterator(weak, paths['sources'], tok, seed=0))
+  np.testing.assert_array_equal(weak_batch['image2'], batch['image2'])
+  np.testing.assert_array_equal(weak_batch['tokens'], batch['tokens'])
+  assert np.abs(batch['image'] - weak_batch['image']).mean() > 0.05
+  assert np.abs(batch['image'] - batch['image2']).mean() > 0.05
   plain = config.data.copy_and_resolve_references()
-  plain.views.update(image2=False, text_mlm=False, text_eda=False)
+  plain.views.update(image2=False, text_mlm=False, text_eda=False, image1_strong=False)
   first = next(pipeline.TrainIterator(plain, paths['sources'], tok, seed=0))
   assert sorted(first) == ['image', 'tokens']
-  np.testing.assert_array_equal(first['image'], batch['image'])
+  np.testing.assert_array_equal(first['image'], weak_batch['image'])
   np.testing.assert_array_equal(first['tokens'], batch['tokens'])

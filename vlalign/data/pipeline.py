@@ -117,19 +117,21 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
 
   def prepare(e):
     key = tf.stack([tf.cast(seed, tf.int64), e['index']])
-    # The second image view needs the whole image; otherwise only the crop's window is decoded.
-    decoded = image_ops.decode(e['image']) if extra and data_cfg.views.image2 else None
-    img = image_ops.train_view(e['image'] if decoded is None else decoded, key,
-                               resize=data_cfg.resize_size, crop=data_cfg.image_size,
-                               random_crop=data_cfg.random_crop, flip=data_cfg.flip,
-                               grayscale=data_cfg.grayscale,
-                               dct_scaling=data_cfg.get('dct_scaling', True),
-                               **image_ops.pixel_stats(data_cfg))
-    img.set_shape([data_cfg.image_size, data_cfg.image_size, 3])
-    out = {'image': img, 'text': e['text'], 'id': e['id'],
+    # Strong views need the whole image; otherwise only the crop's window is decoded.
+    strong1 = extra and data_cfg.views.get('image1_strong', False)
+    decoded = (image_ops.decode(e['image'])
+               if extra and (data_cfg.views.image2 or strong1) else None)
+    out = {'text': e['text'], 'id': e['id'],
            'index': e['index'], 'local': e['local'], 'counts': e['counts'],
            'group': e['group'], 'place': e['place'],
            'source': tf.constant(source_id, tf.int32)}
+    if not strong1:  # else extra_views makes 'image'
+      out['image'] = image_ops.train_view(
+          e['image'] if decoded is None else decoded, key, resize=data_cfg.resize_size,
+          crop=data_cfg.image_size, random_crop=data_cfg.random_crop, flip=data_cfg.flip,
+          grayscale=data_cfg.grayscale, dct_scaling=data_cfg.get('dct_scaling', True),
+          **image_ops.pixel_stats(data_cfg))
+      out['image'].set_shape([data_cfg.image_size, data_cfg.image_size, 3])
     if extra:
       out.update(views.extra_views(data_cfg.views, decoded, e['text'], key, tokenizer,
                                    data_cfg))

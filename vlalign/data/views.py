@@ -5,6 +5,9 @@ tf.data graph, keyed statelessly per example on (seed, record index) like image_
               decoded image (area fraction in crop_scale, aspect ratio 3/4..4/3) resized to
               image_size, random flip, colour jitter (brightness, contrast, saturation; no hue),
               random grayscale and random Gaussian blur, then [-1, 1] like the first view.
+  image1_strong  the first view ('image') made with the same augmentation as image2 instead of
+              the plain train view (DeCLIP applies MoCo-v2's augmentation to both views), drawn
+              with its own sub-key, so the two views are independent draws.
   text_mlm    'tokens_mlm' and 'mlm_labels': BERT masking of the caption's tokens. Each word piece
               (an ordinary token: not [CLS] / [SEP] / [PAD] / [UNK], nor after the end token)
               is selected with mlm_prob; a selected piece
@@ -28,14 +31,14 @@ from vlalign.data import image_ops
 from vlalign.data.text import RESERVED
 
 SYNONYMS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'synonyms.json')
-_VIEWS = ('image2', 'text_mlm', 'text_eda')
+_VIEWS = ('image2', 'text_mlm', 'text_eda', 'image1_strong')
 # Sub-keys of the example key, distinct from the (split) key image_ops.train_view uses.
-_IMAGE2, _MLM, _EDA = 101, 102, 103
+_IMAGE2, _MLM, _EDA, _IMAGE1 = 101, 102, 103, 100
 
 
 def wanted(view_cfg) -> bool:
   """True when `view_cfg` (config.data.views, may be None) asks for any extra view."""
-  return view_cfg is not None and any(bool(view_cfg[v]) for v in _VIEWS)
+  return view_cfg is not None and any(bool(view_cfg.get(v, False)) for v in _VIEWS)
 
 
 def load_synonyms(path: str = SYNONYMS_FILE) -> dict[str, list[str]]:
@@ -65,10 +68,10 @@ def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:
 def image_view2(img: tf.Tensor, key: tf.Tensor, *, size: int, crop_scale=(0.2, 1.0),
                 flip: bool = True, color_jitter: float = 0.4, grayscale: float = 0.2,
                 blur: float = 0.5, mean=image_ops.DEFAULT_MEAN,
-                std=image_ops.DEFAULT_STD) -> tf.Tensor:
-  """uint8 [h, w, 3] -> float32 [size, size, 3] normalised by mean / std (default [-1, 1]), the augmentations of the module
-  docstring; a pure function of (img, key)."""
-  k = _keys(key, _IMAGE2, 8)
+                std=image_ops.DEFAULT_STD, salt: int = _IMAGE2) -> tf.Tensor:
+  """uint8 [h, w, 3] -> float32 [size, size, 3] normalised by mean / std (default [-1, 1]), the
+  augmentations of the module docstring; a pure function of (img, key, salt)."""
+  k = _keys(key, salt, 8)
   begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.shape(img), tf.zeros([1, 0, 4]), seed=k[0], min_object_covered=0.0,
       aspect_ratio_range=(3 / 4, 4 / 3), area_range=tuple(crop_scale), max_attempts=10,
@@ -190,17 +193,25 @@ def eda(text: tf.Tensor, key: tf.Tensor, *, alpha: float, table: SynonymTable) -
   return tf.strings.reduce_join(out, separator=' ')
 
 
+def strong_view(view_cfg, image_uint8: tf.Tensor, key: tf.Tensor, image_cfg,
+                salt: int) -> tf.Tensor:
+  """image_view2 with config.data.views' augmentation settings and the sub-key `salt`."""
+  return image_view2(image_uint8, key, size=image_cfg.image_size,
+                     crop_scale=tuple(view_cfg.crop_scale), flip=view_cfg.flip,
+                     color_jitter=view_cfg.color_jitter, grayscale=view_cfg.grayscale,
+                     blur=view_cfg.blur, salt=salt, **image_ops.pixel_stats(image_cfg))
+
+
 def extra_views(view_cfg, image_uint8: tf.Tensor, text: tf.Tensor, key: tf.Tensor, tokenizer,
                 image_cfg, table: SynonymTable | None = None) -> dict[str, tf.Tensor]:
   """The views `view_cfg` (config.data.views) asks for, for one example: a dict with some of
-  'image2', 'tokens_mlm', 'mlm_labels', 'tokens_eda'; `image_cfg` is config.data (image_size)."""
+  'image2', 'tokens_mlm', 'mlm_labels', 'tokens_eda', and 'image' (the first view) with
+  image1_strong; `image_cfg` is config.data (image_size)."""
   out = {}
   if view_cfg.image2:
-    out['image2'] = image_view2(image_uint8, key, size=image_cfg.image_size,
-                                crop_scale=tuple(view_cfg.crop_scale), flip=view_cfg.flip,
-                                color_jitter=view_cfg.color_jitter,
-                                grayscale=view_cfg.grayscale, blur=view_cfg.blur,
-                                **image_ops.pixel_stats(image_cfg))
+    out['image2'] = strong_view(view_cfg, image_uint8, key, image_cfg, _IMAGE2)
+  if view_cfg.get('image1_strong', False):
+    out['image'] = strong_view(view_cfg, image_uint8, key, image_cfg, _IMAGE1)
   if view_cfg.text_mlm:
     out['tokens_mlm'], out['mlm_labels'] = mlm_mask(
         tokenizer.tokenize(text), key, prob=view_cfg.mlm_prob, vocab_size=tokenizer.vocab_size,
