@@ -14,12 +14,16 @@ preemption service too (the handler sends this process a SIGTERM). No collective
 step.
 
 A process whose peer died would wait in the next collective for ever: PeerWatchdog ends it with
-one line when no step completes for config.peer_timeout_s seconds.
+one line when no step completes for config.peer_timeout_s seconds. Its thread needs the GIL,
+which a main thread blocked in a native call may hold; a child process (watchdog_proc.py) that
+needs nothing from this one backs it up BACKSTOP_GRACE_S later (one line, then SIGKILL), still
+well before JAX's own heartbeat (peer_timeout_s + 60 s, main.py) would abort the process.
 """
 
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -101,36 +105,65 @@ def _exit_one_line(msg: str) -> None:
   os._exit(1)
 
 
+BACKSTOP_GRACE_S = 20.0
+
+
 class PeerWatchdog:
   """Multi-process runs: ends the process with one line and exit status 1 when no step has
-  completed for `timeout_s` seconds (a peer died or hangs: the collectives would wait for ever).
-  Armed by the first `beat` (after compilation); idle in single-process runs."""
+  completed for `timeout_s` seconds (a peer died or hangs: the collectives would wait for ever);
+  a child process (watchdog_proc.py) prints the line and SIGKILLs this one BACKSTOP_GRACE_S
+  later if this thread could not run. Armed by the first `beat` (after compilation); idle in
+  single-process runs unless `force`."""
 
-  def __init__(self, timeout_s: float, workdir: str):
+  def __init__(self, timeout_s: float, workdir: str, force: bool = False,
+               grace_s: float = BACKSTOP_GRACE_S):
     self.timeout_s = float(timeout_s)
     self._last = None
     self._step = 0
     self._done = threading.Event()
     self._workdir = workdir
-    self._thread = None
-    if jax.process_count() > 1:
+    self._thread = self._child = None
+    if jax.process_count() > 1 or force:
       self._thread = threading.Thread(target=self._watch, name='vlalign-peer-watchdog',
                                       daemon=True)
       self._thread.start()
+      self._child = subprocess.Popen(
+          [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        'watchdog_proc.py'), str(os.getpid()),
+           str(self.timeout_s + grace_s), self._message('{step}', self.timeout_s + grace_s) +
+           ' [its watchdog thread did not run: SIGKILLed by watchdog_proc.py]'],
+          stdin=subprocess.PIPE, close_fds=True)
+
+  def _message(self, step, waited: float) -> str:
+    return (f'vlalign: process {jax.process_index()} of {jax.process_count()}: no step '
+            f'completed for {waited:.0f} s after step {step} (config.peer_timeout_s): a peer '
+            f'process died or hangs; exiting without a checkpoint (the run resumes from the last '
+            f'one in {self._workdir}/checkpoints)')
 
   def beat(self, step: int) -> None:
     """Marks progress: `step` completed on this host (-1: restarts the clock, keeps the step)."""
     self._last = time.monotonic()
     self._step = step if step >= 0 else self._step
+    if self._child is not None and not self._done.is_set():
+      try:
+        self._child.stdin.write(f'{self._step}\n'.encode())
+        self._child.stdin.flush()
+      except (BrokenPipeError, ValueError):  # the child is gone: the thread still watches
+        self._child = None
 
   def _watch(self) -> None:
     while not self._done.wait(min(1.0, self.timeout_s / 10)):
       if self._last is not None and time.monotonic() - self._last > self.timeout_s:
-        msg = (f'vlalign: process {jax.process_index()} of {jax.process_count()}: no step '
-               f'completed for {self.timeout_s:.0f} s after step {self._step} '
-               f'(config.peer_timeout_s): a peer process died or hangs; exiting without a '
-               f'checkpoint (the run resumes from the last one in {self._workdir}/checkpoints)')
-        _exit_one_line(msg)  # the main thread waits in a collective: nothing else can end it
+        # The main thread waits in a collective: nothing else can end it.
+        _exit_one_line(self._message(self._step, self.timeout_s))
 
   def close(self) -> None:
+    """Disarms both halves (the child ends when its pipe closes)."""
     self._done.set()
+    if self._child is not None:
+      try:
+        self._child.stdin.close()
+        self._child.wait(timeout=10)
+      except (BrokenPipeError, subprocess.TimeoutExpired):
+        self._child.kill()
+      self._child = None

@@ -592,6 +592,7 @@ def _train_loop(config, workdir, state, train_step, batch_sh, it, manager, evalu
       flops_per_step = perf.compiled_flops(compiled)
       logging.info('train step compiled: %.4g FLOPs per device per step', flops_per_step)
       preemption.align_processes(f'vlalign_compiled_{start}')
+      watchdog.beat(start)  # armed from here: step start + 1 may wait on a dead peer too
     profiler.before_step(step)
     state, metrics = compiled(state, batch)
     profiler.after_step(step, state)
