@@ -4,6 +4,7 @@ else the copy shipped in the wheel (vlalign/configs/), else the source checkout'
 
 import importlib
 import os
+import re
 import sys
 
 from absl import app
@@ -83,6 +84,39 @@ def define_config_flag(argv: list[str], help_text: str, flag_values=None) -> Non
                                     sys_argv=argv)
 
 
+def _one_line(error: Exception, argv: list[str]) -> str:
+  """The message of a --config file / field that could not be parsed, in one line."""
+  while error.args and isinstance(error.args[0], BaseException):  # AttributeError(KeyError(..))
+    error = error.args[0]
+  text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+  lines = [l.strip() for l in text.strip().splitlines() if l.strip()] or [repr(error)]
+  if isinstance(error, (AttributeError, KeyError)):  # an override of a field that does not exist
+    key = lines[0].strip('\'"')
+    named = [a.split('=', 1)[0] for a in argv[1:] if a.startswith('--config.') and
+             re.search(rf'\.{re.escape(key)}(\.|$)', a.split('=', 1)[0])]
+    hint = f' ({lines[1]})' if len(lines) > 1 else ''
+    return f'vlalign: {named[0] if named else "--config"}: the config has no field {key!r}{hint}'
+  # absl wraps an error raised while loading the config file with its traceback: keep its last
+  # line, without the exception's class name.
+  return 'vlalign: ' + re.sub(r'^[\w.]*(Error|Exception): ', '', lines[-1])
+
+
+def parse_flags(argv: list[str], flag_values=None) -> list[str]:
+  """absl's flag parsing (app.run's flags_parser) with a bad flag, --config file or --config.*
+  field reported in one line on stderr and exit status 2, instead of a traceback."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  try:
+    rest = flag_values(argv)
+    config = flag_values['config'].value if 'config' in flag_values else None
+    if config is not None:
+      getattr(config, 'keys')  # a config file that failed to load raises here, not above
+    return rest
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    print(_one_line(e, argv), file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def run(module_name: str) -> None:
   """Runs the `python -m module_name` program with this process's arguments."""
   module = importlib.import_module(module_name)
@@ -91,7 +125,7 @@ def run(module_name: str) -> None:
     jax.config.update('jax_platforms', 'cpu')
   if hasattr(module, '_define_flags'):
     module._define_flags()  # pylint: disable=protected-access
-  app.run(module.main, argv=resolve_config_args(sys.argv))
+  app.run(module.main, argv=resolve_config_args(sys.argv), flags_parser=parse_flags)
 
 
 def train() -> None:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import traceback
 from typing import Iterator
 
 
@@ -82,6 +83,37 @@ def one_line(prog: str) -> Iterator[None]:
     message = str(e) if isinstance(e, (ValueError, RuntimeError, FloatingPointError)) else (
         f'{type(e).__name__}: {str(e).strip()}')
     raise SystemExit(f'{prog}: {message}') from None
+
+
+# What a collective's error says when the process at the other end is gone.
+_PEER_GONE = ('Connection closed by peer', 'Connection reset by peer', 'heartbeat timeout',
+              'Socket closed', 'Broken pipe')
+
+
+@contextlib.contextmanager
+def exit_at_once_in_pods(prog: str) -> Iterator[None]:
+  """Multi-process runs: an error that is not a user-facing one (a collective whose peer died,
+  or a bug) ends the process at once with status 1: one line for a lost peer, the traceback
+  otherwise. Raising on would run JAX's shutdown, which waits at a barrier for the dead peer
+  until the coordination service aborts this process with a C++ stack trace."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    jax = sys.modules.get('jax')
+    if jax is None or jax.process_count() <= 1:
+      raise
+    where = f'{prog}: process {jax.process_index()} of {jax.process_count()}'
+    text = str(e)
+    first = (text.strip().splitlines() or [''])[0]
+    if any(p in text for p in _PEER_GONE):
+      msg = (f'{where}: a collective failed: a peer process died or hangs ({first}); exiting '
+             f'without a checkpoint (the run resumes from its last one)')
+    else:
+      traceback.print_exc()
+      msg = (f'{where}: {type(e).__name__}: {first}; exiting at once (an ordinary exit would '
+             f'wait for every peer at JAX\'s shutdown barrier)')
+    print(msg, file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
 
 
 def check_tfds(name: str, data_dir: str, field: str):

@@ -74,7 +74,7 @@ def main(argv) -> None:
   errors.handle_setup_signals()  # from here on a SIGTERM says so in one line
   for handler in pylogging.getLogger().handlers + pylogging.getLogger('absl').handlers:
     handler.addFilter(_QuietLibraries())
-  with errors.one_line('vlalign'):
+  with errors.exit_at_once_in_pods('vlalign'), errors.one_line('vlalign'):
     _run()
 
 
@@ -99,4 +99,4 @@ def _run() -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, argv=cli.resolve_config_args(sys.argv))
+  app.run(main, argv=cli.resolve_config_args(sys.argv), flags_parser=cli.parse_flags)

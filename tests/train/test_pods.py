@@ -217,7 +217,10 @@ def test_a_killed_peer_ends_the_other_process_with_one_line(tmp_path, cache):
       p.kill()
   text = _read(logs / 'p0.log')
   assert code != 0, text[-2000:]
-  assert 'a peer process died or hangs' in text and 'config.peer_timeout_s' in text, text[-2000:]
+  # The watchdog's line (the survivor waits in a collective) or the failed collective's
+  # (gloo saw the connection close), never JAX's abort at its shutdown barrier.
+  assert 'a peer process died or hangs' in text, text[-2000:]
+  assert 'CoordinationServiceAgent' not in text, text[-2000:]
   assert elapsed < PEER_TIMEOUT_S + 60, elapsed
 
 

@@ -50,4 +50,4 @@ def main(argv) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main, argv=cli.resolve_config_args(sys.argv))
+  app.run(main, argv=cli.resolve_config_args(sys.argv), flags_parser=cli.parse_flags)
