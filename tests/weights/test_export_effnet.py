@@ -104,3 +104,20 @@ def test_efficientnet_export_names_the_padding_it_needs(imported, tmp_path):
     export.export(str(workdir), 'timm', str(tmp_path / 'out'))
   with pytest.raises(common.WeightsError, match='image towers only'):
     export.export(str(workdir), 'timm', str(tmp_path / 'out'), tower='text')
+
+
+def test_timm_state_with_the_head_is_the_whole_checkpoint():
+  """With model.image.include_top the map covers timm's conv_head / bn2 too (pure NumPy)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from vlalign.weights import export_effnet  # pylint: disable=import-outside-toplevel
+  mapped = timm_effnet.image_params(common.read_safetensors(fixture('timm_effnet')[0]))
+  stats = {k[len(common.STATS):]: v for k, v in mapped.items() if k.startswith(common.STATS)}
+  params = {k: v for k, v in mapped.items() if not k.startswith(common.STATS)}
+  assert 'top_conv/kernel' in params
+  image_cfg = ml_collections.ConfigDict({'name': 'efficientnet', 'variant': 'b0',
+                                         'include_top': True, 'width_coefficient': 0.25,
+                                         'depth_coefficient': 0.25})
+  _assert_same(export_effnet.timm_state(params, stats, image_cfg), _raw(fixture('timm_effnet')[0]))
+  data = ml_collections.ConfigDict({'image_size': 64, 'pixel_mean': (127.5,) * 3,
+                                    'pixel_std': (127.5,) * 3})
+  assert export_effnet.timm_config(params, image_cfg, data)['num_features'] == 320

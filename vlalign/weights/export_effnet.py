@@ -45,7 +45,7 @@ def check_tower(image_cfg, padding: str, library: str) -> None:
     raise common.WeightsError(
         f'export to {library} writes an EfficientNet image tower with model.image.padding='
         f'{padding!r} (the padding {library} computes with); this tower is {image_cfg.name!r} '
-        f'padding={image_cfg.get("padding")!r}')
+        f'padding={image_cfg.get("padding", "same")!r}')
 
 
 def align_vision_state(p: Params, stats: Params) -> dict[str, np.ndarray]:
