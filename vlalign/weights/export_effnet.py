@@ -45,7 +45,8 @@ def check_tower(image_cfg, padding: str, library: str) -> None:
     raise common.WeightsError(
         f'export to {library} writes an EfficientNet image tower with model.image.padding='
         f'{padding!r} (the padding {library} computes with); this tower is {image_cfg.name!r} '
-        f'padding={image_cfg.get("padding", "same")!r}')
+        f'padding={image_cfg.get("padding", "same")!r}. The two conventions differ at odd grid '
+        "sizes: a 'same' tower exports with --format=timm, an 'hf' one with --format=hf")
 
 
 def align_vision_state(p: Params, stats: Params) -> dict[str, np.ndarray]:
