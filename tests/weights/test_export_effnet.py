@@ -121,3 +121,28 @@ def test_timm_state_with_the_head_is_the_whole_checkpoint():
   data = ml_collections.ConfigDict({'image_size': 64, 'pixel_mean': (127.5,) * 3,
                                     'pixel_std': (127.5,) * 3})
   assert export_effnet.timm_config(params, image_cfg, data)['num_features'] == 320
+
+
+def test_align_temperature_imports_back_to_the_same_log_scale():
+  """The written temperature imports back to vlalign's log scale (to the bit where a float32
+  temperature can give it: at temperatures above ~1 the log scale's own grid is finer; short
+  values such as 0.05 are kept as written); a constant temperature is written as is."""
+  import math  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from vlalign.weights import export_effnet  # pylint: disable=import-outside-toplevel
+  cfg = ml_collections.ConfigDict({'learn_temperature': True, 'temperature_init': 0.07})
+  exact = 0
+  for log_scale in np.random.default_rng(0).uniform(-1, 6, 500).astype(np.float32):
+    t = export_effnet.model_temperature({'params/log_scale': log_scale}, cfg)
+    back = np.float32(-math.log(float(t)))
+    assert t.dtype == np.float32 and abs(back - log_scale) <= np.finfo(np.float32).eps, log_scale
+    exact += back == log_scale
+    if log_scale > 1.5:  # temperature < 0.22: float32 temperatures are denser than log scales
+      assert back == log_scale, log_scale
+  assert exact > 400  # 431 of 500 over log scales -1..6
+  for t in (0.05, 0.07, 1.0):
+    log_scale = np.float32(-math.log(float(np.float32(t))))
+    assert export_effnet.model_temperature({'params/log_scale': log_scale}, cfg) == np.float32(t)
+  cfg.learn_temperature = False
+  assert export_effnet.model_temperature({'params/log_scale': np.float32(0)}, cfg) == \
+      np.float32(0.07)

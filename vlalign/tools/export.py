@@ -104,7 +104,8 @@ def _hf(config, flat: dict, part: str) -> tuple[dict, dict]:
   from vlalign.weights import export_effnet
   size = config.data.image_size
   if part == 'model':
-    return export_effnet.align_state(flat), export_effnet.align_config(flat, config.model, size)
+    return (export_effnet.align_state(flat, config.model),
+            export_effnet.align_config(flat, config.model, size))
   params = _part(flat, 'params', part)
   if part == 'text':
     return mapping.bert_state(params), mapping.bert_config(params, config.model.text)

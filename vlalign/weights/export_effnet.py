@@ -109,7 +109,15 @@ def temperature(log_scale: float) -> np.float32:
                                   abs(float(c) - math.exp(-float(log_scale)))))
 
 
-def align_state(variables: Params) -> dict[str, np.ndarray]:
+def model_temperature(variables: Params, model_cfg) -> np.float32:
+  """The temperature the model computes with: learned (params/log_scale) or, with
+  model.learn_temperature=False, the constant model.temperature_init."""
+  if model_cfg.get('learn_temperature', True):
+    return temperature(variables['params/log_scale'])
+  return np.float32(model_cfg.temperature_init)
+
+
+def align_state(variables: Params, model_cfg) -> dict[str, np.ndarray]:
   """A transformers AlignModel state dict from a whole model's variables ('params/...',
   'batch_stats/...'). The text model's pooler is left out: vlalign's ALIGN text tower embeds
   [CLS] without it (as AlignModel does), so transformers initialises that unused layer."""
@@ -124,7 +132,7 @@ def align_state(variables: Params) -> dict[str, np.ndarray]:
     raise common.WeightsError('export to hf (AlignModel) needs model.text_projection='
                               '"linear_bias" and model.image_projection="none" (ALIGN\'s head)')
   out.update(_dense(proj, 'text_proj', 'text_projection'))
-  out['temperature'] = np.asarray(temperature(variables['params/log_scale']), np.float32)
+  out['temperature'] = np.asarray(model_temperature(variables, model_cfg), np.float32)
   return out
 
 
@@ -136,7 +144,7 @@ def align_config(variables: Params, model_cfg, image_size: int) -> dict:
   return {'architectures': ['AlignModel'], 'model_type': 'align',
           'projection_dim': int(variables['params/text_proj/kernel'].shape[1]),
           'temperature_init_value': float(np.format_float_positional(
-              temperature(variables['params/log_scale']), unique=True)),
+              model_temperature(variables, model_cfg), unique=True)),
           'text_config': {**text_cfg, 'model_type': 'align_text_model'},
           'vision_config': align_vision_config(model_cfg.image, image_size)}
 
@@ -146,6 +154,9 @@ def check_align_model(model_cfg) -> None:
   Bert without pooler, no image projection, a text projection with bias)."""
   check_tower(model_cfg.image, 'hf', 'hf (AlignModel)')
   text = model_cfg.text
+  if model_cfg.get('bias_init') is not None:
+    raise common.WeightsError('export to hf (AlignModel): this model learns a logit bias '
+                              '(model.bias_init, SigLIP\'s), which AlignModel does not have')
   if (text.name != 'bert' or text.get('pooler') or model_cfg.image_projection != 'none' or
       model_cfg.text_projection != 'linear_bias'):
     raise common.WeightsError(
