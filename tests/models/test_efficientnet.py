@@ -1,6 +1,7 @@
 """EfficientNet: exact parameter counts (docs/METHODS.md, Oracles), FLOPs, and a numeric
 forward pass."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +65,31 @@ def test_tiny_forward_is_finite_input_dependent_and_updates_batch_stats():
   # activations small).
   assert float(jnp.abs(ev[0] - ev[1]).max()) > 0.1 * float(jnp.abs(ev).max())
   assert float(jnp.abs(out[0] - out[1]).max()) > 0.1
+
+
+
+def test_first_block_of_a_stage_skips_only_with_tf_rule():
+  """Width 0.25 keeps stage 0 at 8 channels (stride 1): TF / timm add the residual there,
+  HF's AlignVisionBlock (padding='hf') never does on a stage's first block."""
+  x = jnp.asarray(np.random.RandomState(0).normal(size=(1, 16, 16, 3)), jnp.float32)
+  for padding, first_skips in (('same', True), ('hf', False)):
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+      if isinstance(context.module, efficientnet.MBConv):
+        seen[context.module.name] = context.module.residual
+      return next_fun(*args, **kwargs)
+    net = EfficientNet('b0', width_coefficient=0.25, depth_coefficient=0.5, padding=padding)
+    with nn.intercept_methods(record):
+      jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
+    firsts = [s['first'] for s in efficientnet.block_specs(0.25, 0.5)]
+    assert [seen[f'block{i}'] for i in range(len(firsts))] == [
+        first_skips or not f for f in firsts]
+  block = efficientnet.MBConv(8, 3, 1, 1, residual=False)
+  y = jnp.ones((1, 4, 4, 8))
+  shapes = jax.eval_shape(block.init, jax.random.PRNGKey(0), y)  # no initialiser to compile
+  variables = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)
+  variables['params']['project_bn'] = jax.tree.map(jnp.zeros_like,
+                                                   variables['params']['project_bn'])
+  np.testing.assert_array_equal(block.apply(variables, y), jnp.zeros_like(y))  # no skip
+  np.testing.assert_array_equal(block.clone(residual=True).apply(variables, y), y)

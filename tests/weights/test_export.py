@@ -79,7 +79,7 @@ def test_hf_vit_export_is_exact_and_reimports(imported, tmp_path):
 
 def test_hf_export_names_the_tower_it_cannot_write(imported, tmp_path):
   _, workdir = imported('openclip_vit', 'openclip')
-  with pytest.raises(common.WeightsError, match='Bert text tower or a ViT image tower'):
+  with pytest.raises(common.WeightsError, match='Bert text tower, a ViT or EfficientNet'):
     export.export(str(workdir), 'hf', str(tmp_path / 'out'))
   _, workdir = imported('hf_bert', 'hf')  # a vit image tower (tiny_config's) and bert text
   with pytest.raises(common.WeightsError, match='pass --tower=image or --tower=text'):

@@ -36,7 +36,10 @@ BN_MOMENTUM, BN_EPSILON = 0.99, 1e-3
 # model.image.padding of the stem and the stride-2 depthwise convolutions: TF's 'same' (more
 # padding bottom/right when the total is odd: TF and timm checkpoints) or 'hf', Hugging Face
 # ALIGN's fixed (k // 2 - 1, k // 2) zero padding before a VALID convolution. They agree on even
-# sizes; at 289 px the last grid is 10 x 10 with 'same', 9 x 9 with 'hf'.
+# sizes; at 289 px the last grid is 10 x 10 with 'same', 9 x 9 with 'hf'. 'hf' also follows
+# AlignVisionBlock's residual rule: never on the first block of a stage (TF and timm add it
+# wherever stride is 1 and the width is kept; the two differ only in scaled-down networks, e.g.
+# width 0.25, whose stage 0 keeps 8 channels).
 PADDINGS = ('same', 'hf')
 
 
@@ -73,13 +76,14 @@ def embedding_width(variant: str, width_coefficient: float = 0.0) -> int:
 
 
 def block_specs(width: float, depth: float) -> list[dict]:
-  """Every MBConv block of the network in order: kernel, stride, expand, in/out widths."""
+  """Every MBConv block of the network in order: kernel, stride, expand, in/out widths, whether
+  it is the first of its stage."""
   specs = []
   for kernel, stride, expand, w_in, w_out, repeats in STAGES:
     w_in, w_out = round_filters(w_in, width), round_filters(w_out, width)
     for i in range(round_repeats(repeats, depth)):
       specs.append(dict(kernel=kernel, stride=stride if i == 0 else 1, expand=expand,
-                        w_in=w_in if i == 0 else w_out, w_out=w_out))
+                        w_in=w_in if i == 0 else w_out, w_out=w_out, first=i == 0))
   return specs
 
 
@@ -111,6 +115,7 @@ class MBConv(nn.Module):
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
   padding: str = 'same'  # one of PADDINGS
+  residual: bool = True  # False: no skip connection even where the shapes allow one
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -130,7 +135,7 @@ class MBConv(nn.Module):
     y = nn.Conv(self.w_out, (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                 name='project_conv')(y)
     y = _bn(train, self.dtype, 'project_bn')(y)
-    if self.stride == 1 and w_in == self.w_out:
+    if self.residual and self.stride == 1 and w_in == self.w_out:
       # Stochastic depth: drop the whole residual branch per example.
       y = nn.Dropout(self.drop_path, broadcast_dims=(1, 2, 3), deterministic=not train)(y)
       y = y + x
@@ -173,8 +178,9 @@ class EfficientNet(nn.Module):
     block = nn.remat(MBConv, static_argnums=(2,)) if self.remat else MBConv
     specs = block_specs(width, depth)
     for i, spec in enumerate(specs):
+      residual = not (self.padding == 'hf' and spec['first'])  # HF ALIGN's rule (PADDINGS)
       x = block(spec['w_out'], spec['kernel'], spec['stride'], spec['expand'],
-                self.drop_path_rate * i / len(specs), self.dtype, self.padding,
+                self.drop_path_rate * i / len(specs), self.dtype, self.padding, residual,
                 name=f'block{i}')(x, train)
     if self.include_top:
       x = nn.Conv(round_filters(TOP_WIDTH, width), (1, 1), use_bias=False, kernel_init=conv_init,
