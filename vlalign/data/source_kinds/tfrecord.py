@@ -4,8 +4,9 @@ Reading (config.data.tfrecord_reader): 'native' reads a shard in the graph: tf.d
 TFRecordDataset (C++, no GIL; the files of a group in parallel), the Examples parsed and
 checked CHUNK at a time by TensorFlow ops (native_checks.py: filters.check's reason codes) in a
 parallel map, once a pre-check in Python has passed (clean(): every length and data CRC, no
-record over data.max_record_bytes, nothing cut short, and every record an Example whose image /
-text / id features are bytes lists, as Python's protobuf and tf.io.parse_example both read it;
+record over data.max_record_bytes, nothing cut short, and every record an Example that Python's
+protobuf reads without unknown fields and writes back to the same size, whose image / text /
+id features are bytes lists: then tf.io.parse_example reads it the same (a fuzz test checks);
 TensorFlow's reader would allocate what a length claims, or return the same error for ever, and
 its parser would stop the stream on a record that is not an Example). A shard that fails it is
 read by the Python reader (sources.read_tfrecord), record by record, so its good records are
@@ -16,11 +17,11 @@ statistics (max_shared_text / min_unigram_count: native_checks.supports), and ev
 (once per file version and process) and, when a Monitor is given, its count (once per chunk).
 """
 
-import functools
 import threading
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import unknown_fields
 
 from vlalign.data import native_checks, safe_io
 from vlalign.data import sources as sources_lib
@@ -30,7 +31,6 @@ from vlalign.data.source_kinds import base
 # every epoch.
 _VERDICTS: dict[str, tuple[tuple, bool]] = {}
 _VERDICTS_LOCK = threading.Lock()
-_PARSE_BATCH = 256  # records per tf.io.parse_example call of the pre-check
 
 
 def clean(path: str, max_record_bytes: int, keys: tuple[str, str, str]) -> bool:
@@ -57,42 +57,37 @@ def clean(path: str, max_record_bytes: int, keys: tuple[str, str, str]) -> bool:
 def framing_and_examples_ok(f, size: int, max_record_bytes: int,
                             keys: tuple[str, str, str]) -> bool:
   """Whether every record of an open TFRecord file frames cleanly (safe_io.tfrecord_frames)
-  and is an Example whose `keys` features are absent or bytes lists, for Python's protobuf and
-  for tf.io.parse_example alike (a record either rejects is the Python reader's to count)."""
-  batch = []
-  for record, bad in safe_io.tfrecord_frames(f, size, max_record_bytes):
-    if bad or not _bytes_features(record, keys):
-      return False
-    batch.append(record)
-    if len(batch) == _PARSE_BATCH:
-      if not _tf_parses(batch, keys):
-        return False
-      batch = []
-  return not batch or _tf_parses(batch, keys)
+  and is an Example tf.io.parse_example reads like Python's protobuf (_bytes_features); a
+  record that is not is the Python reader's to count. (No TensorFlow op runs here: this is a
+  callback inside tf.data, whose threads such an op would wait on.)"""
+  return all(not bad and _bytes_features(record, keys)
+             for record, bad in safe_io.tfrecord_frames(f, size, max_record_bytes))
 
 
 def _bytes_features(record: bytes, keys: tuple[str, str, str]) -> bool:
+  """Whether Python's protobuf reads the record as an Example that it would write back to the
+  same size, without unknown fields (what TensorFlow's stricter parser may refuse), whose `keys`
+  features are absent or bytes lists."""
   try:
-    features = tf.train.Example.FromString(record).features.feature
+    ex = tf.train.Example.FromString(record)
   except Exception:  # pylint: disable=broad-except  (google.protobuf DecodeError)
     return False
-  return all(k not in features or features[k].WhichOneof('kind') in (None, 'bytes_list')
-             for k in keys)
-
-
-@functools.lru_cache(maxsize=8)
-def _parser(keys: tuple[str, str, str]):
-  """parse_batch as one traced function per feature keys (no retracing per batch)."""
-  return tf.function(lambda r: native_checks.parse_batch(r, keys)[1],
-                     input_signature=[tf.TensorSpec([None], tf.string)])
-
-
-def _tf_parses(records: list[bytes], keys: tuple[str, str, str]) -> bool:
-  try:
-    _parser(keys)(tf.constant(records, tf.string))
-  except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+  features = ex.features.feature
+  # Whatever Python's parser dropped (a malformed map entry) or would write differently
+  # changes the size; TensorFlow's parser may refuse it.
+  if ex.ByteSize() != len(record) or any(_unknown(m) for m in (ex, ex.features)):
     return False
+  for name, feat in features.items():
+    kind = feat.WhichOneof('kind')
+    if _unknown(feat) or (kind and _unknown(getattr(feat, kind))):
+      return False
+    if name in keys and kind not in (None, 'bytes_list'):
+      return False
   return True
+
+
+def _unknown(message) -> bool:
+  return len(unknown_fields.UnknownFieldSet(message)) > 0
 
 
 class TFRecord(base.FileKind):
