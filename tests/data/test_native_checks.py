@@ -11,6 +11,7 @@ from vlalign.data import filters, native_checks, sources
 from vlalign.data.source_kinds import tfrecord
 
 SEED = 20261202
+KEYS = ('image', 'text', 'id')
 STRICT = filters.Checks(max_text_bytes=100, max_image_aspect=3.0, min_image_side=20,
                         max_aspect_ratio=1.4, min_unigrams=2, max_unigrams=4)
 TEXTS = [b'a red circle', b'', b' \t\n ', '\u3000\xa0\x1c\u2029'.encode(), b'x' * 150,
@@ -98,8 +99,7 @@ def test_native_path_reads_like_the_python_reader(tmp_path):
     for i, (img, txt) in enumerate(cases):
       uid = None if i % 3 == 0 else (b'' if i % 3 == 1 else f'rec{i}'.encode())
       w.write(_example(img, txt, uid))
-  keys = ('image', 'text', 'id')
-  assert tfrecord.clean(path, 64 << 20, keys)  # the native path reads it
+  assert tfrecord.clean(path, 64 << 20, KEYS)  # the native path reads it
   native, native_counts = _read(path, 'native', STRICT)
   python, python_counts = _read(path, 'python', STRICT)
   assert native == python
@@ -120,7 +120,7 @@ def test_records_the_parser_would_stop_on_send_the_shard_to_the_python_reader(tm
   with tf.io.TFRecordWriter(path) as w:
     for rec in (good, odd, good):
       w.write(rec)
-  assert not tfrecord.clean(path, 64 << 20, ('image', 'text', 'id'))
+  assert not tfrecord.clean(path, 64 << 20, KEYS)
   native, counts = _read(path, 'native', filters.Checks())
   assert native == _read(path, 'python', filters.Checks())[0]
   want = 'malformed_record' if bad == 'not_an_example' else 'missing_text'
@@ -157,9 +157,9 @@ def test_what_the_pre_check_accepts_tensorflows_parser_takes():
         del b[i:j]
       else:
         b[i:i] = rng.integers(0, 256, rng.integers(1, 6), dtype=np.uint8).tobytes()
-    if tfrecord._bytes_features(bytes(b), ('image', 'text', 'id')):  # pylint: disable=protected-access
+    if tfrecord._bytes_features(bytes(b), KEYS):  # pylint: disable=protected-access
       accepted.append(bytes(b))
   assert 100 < len(accepted) < 2900
-  parse = tf.function(lambda r: native_checks.parse_batch(r, ('image', 'text', 'id')))
+  parse = tf.function(lambda r: native_checks.parse_batch(r, KEYS))
   for rec in accepted:  # one at a time: an error names the record
     parse(tf.constant([rec]))

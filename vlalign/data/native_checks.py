@@ -70,7 +70,8 @@ def _first_values(sparse: tf.SparseTensor, n: tf.Tensor) -> list[tf.Tensor]:
 
 def _bytes_at(s: tf.Tensor, n: tf.Tensor, pos: tf.Tensor, k: int) -> tf.Tensor:
   """int64 [N, k]: bytes pos .. pos + k of each string (length n), zero past its end."""
-  piece = tf.strings.substr(s, tf.minimum(pos, n), tf.fill(tf.shape(pos), tf.constant(k, tf.int64)))
+  size = tf.fill(tf.shape(pos), tf.constant(k, tf.int64))
+  piece = tf.strings.substr(s, tf.minimum(pos, n), size)
   return tf.cast(tf.io.decode_raw(piece, tf.uint8, fixed_length=k), tf.int64)
 
 
@@ -91,13 +92,16 @@ _FIELDS = {'png_w': (16, 4, False), 'png_h': (20, 4, False), 'gif_w': (6, 2, Tru
            'vp8_w': (26, 2, True), 'vp8_h': (28, 2, True)}
 _FIELD_TABLE = _table(list(_FIELDS.values()))
 # Magic bytes: column -> (at, bytes).
-_MAGIC = {'png': (0, b'\x89PNG\r\n\x1a\n'), 'jpeg': (0, b'\xff\xd8\xff'), 'gif87': (0, b'GIF87a'),
-          'gif89': (0, b'GIF89a'), 'bmp': (0, b'BM'), 'riff': (0, b'RIFF'), 'webp': (8, b'WEBP'),
-          'vp8x': (12, b'VP8X'), 'vp8l': (12, b'VP8L'), 'vp8': (12, b'VP8 ')}
+_MAGIC = {'png': (0, b'\x89PNG\r\n\x1a\n'), 'jpeg': (0, b'\xff\xd8\xff'),
+          'gif87': (0, b'GIF87a'), 'gif89': (0, b'GIF89a'), 'bmp': (0, b'BM'),
+          'riff': (0, b'RIFF'), 'webp': (8, b'WEBP'), 'vp8x': (12, b'VP8X'),
+          'vp8l': (12, b'VP8L'), 'vp8': (12, b'VP8 ')}
 
 
 def _magic_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  pattern, mask = np.zeros([len(_MAGIC), _HEAD], np.int64), np.zeros([len(_MAGIC), _HEAD], np.int64)
+  """(pattern, mask) [magics, _HEAD] of the magic bytes, and the length each needs."""
+  pattern = np.zeros([len(_MAGIC), _HEAD], np.int64)
+  mask = np.zeros_like(pattern)
   for m, (at, magic) in enumerate(_MAGIC.values()):
     pattern[m, at:at + len(magic)], mask[m, at:at + len(magic)] = list(magic), 1
   return pattern, mask, np.array([at + len(magic) for at, magic in _MAGIC.values()], np.int64)
@@ -137,7 +141,8 @@ def _jpeg_walk(images: tf.Tensor, n: tf.Tensor, active: tf.Tensor) -> tuple[tf.T
     short = frame & (i + 9 > n)
     end = live & tf.equal(kind, _SOS)
     dead = dead | (active & ~live) | short  # no marker where one must be, or cut short
-    advance = _where([(tf.equal(kind, _FILL), 1), (tf.equal(kind, _BARE), 2)], 2 + b[:, 2] * 256 + b[:, 3])
+    advance = _where([(tf.equal(kind, _FILL), 1), (tf.equal(kind, _BARE), 2)],
+                     2 + b[:, 2] * 256 + b[:, 3])
     return (tf.where(active, i + advance, i), tf.where(frame, i, sof), tf.where(end, i, scan),
             active & live & ~short & ~end, dead)
 
