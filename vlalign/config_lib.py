@@ -100,8 +100,9 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # Files read together (round-robin) as one group of the stream; the shuffle buffer stays
       # inside a group, and resume re-reads at most one group (data/groups.py).
       'cycle_length': 8,
-      # 'native': tfrecord shards whose framing passes a pre-check are read by tf.data's C++
-      # TFRecordDataset (others by the Python reader); 'python': all by the Python reader.
+      # 'native': tfrecord shards that pass a pre-check (framing, every record an Example) are
+      # read, parsed and checked in the graph (TFRecordDataset, data/native_checks.py); others,
+      # and all when data.filters needs a stats_file, by the Python reader. 'python': all by it.
       'tfrecord_reader': 'native',
       # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
       # I/O scales, batches depend on the process count) or 'batch' (each reads the global
