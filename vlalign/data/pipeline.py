@@ -191,8 +191,10 @@ def _draws(weights: np.ndarray, seed: int, start: int) -> tf.data.Dataset:
 
 
 # The layout of DataState.to_vector: 3 adds each source's group cursor (groups.py); versions 1
-# and 2 hold positions in the stream of before (one shuffle buffer over the whole stream).
-STATE_VERSION = 3
+# and 2 hold positions in the stream of before (one shuffle buffer over the whole stream). 4 has
+# 3's layout, with each epoch's file order drawn by TF ops (groups.file_order) instead of NumPy's
+# RandomState: a format-3 cursor names a group of the old order, so it counts as unplaced.
+STATE_VERSION = 4
 
 
 @dataclasses.dataclass
@@ -244,7 +246,7 @@ class DataState:
     pad = [0] * (lead + NUM_REASONS - width)  # reasons appended since: none counted yet
     state = cls([r[0] for r in rows], [r[1] for r in rows], [r[lead:] + pad for r in rows],
                 v[0], v[1])
-    if lead == 4:
+    if version >= 4:
       state.groups, state.in_group = [r[2] for r in rows], [r[3] for r in rows]
     return state
 
