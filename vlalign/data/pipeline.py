@@ -38,6 +38,7 @@ import tensorflow as tf
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import fetcher, filters, image_ops, safe_io, views
 from vlalign.data import groups as groups_lib
+from vlalign.data import service as service_lib
 from vlalign.data import sources as sources_lib
 from vlalign.data.source_kinds import base as kind_base
 from vlalign.data.spec import MIXINGS, DataError
@@ -251,6 +252,19 @@ class DataState:
     return state
 
 
+def _served(stream: tf.data.Dataset, examples: tf.data.Dataset, src: sources_lib.Source,
+            s: int, address: str) -> tf.data.Dataset:
+  """Source s's examples produced by the tf.data service at `address`; a ConfigError naming
+  the stage when its reader, or a stage after it, calls Python (data/service.py)."""
+  reader = (f'config.data.sources[{s}]={src.spec!r}: the {src.kind} reader'
+            + (' (Python parse and checks; config.data.tfrecord_reader)'
+               if src.kind in ('tfrecord', 'embedded') else ''))
+  service_lib.check_graph(stream, reader)
+  service_lib.check_graph(examples, f'source {s}\'s decoding / extra views (config.data.views, '
+                          f'the tokenizer) / concepts')
+  return service_lib.distribute(examples, address)
+
+
 class TrainIterator:
   """NumPy batches ('image', 'tokens') of this host, plus the data state to resume from."""
 
@@ -281,13 +295,16 @@ class TrainIterator:
     per_host = data_cfg.global_batch // process_count
     streams = []
     self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
+    served = data_cfg.get('service_address', '')
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
       stream = positioned_stream(src, data_cfg, checks, seed=seed_s,
                                  process_index=process_index, process_count=process_count,
-                                 start=self._cursors[s], monitor=self.monitors[s])
-      streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
-                                   tokenizer=tokenizer, concepts=concepts))
+                                 start=self._cursors[s],
+                                 monitor=None if served else self.monitors[s])
+      examples = good_examples(stream, data_cfg, seed=seed_s, source_id=s,
+                               tokenizer=tokenizer, concepts=concepts)
+      streams.append(_served(stream, examples, src, s, served) if served else examples)
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':
