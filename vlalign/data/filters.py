@@ -49,6 +49,10 @@ FILTER_REASONS = ('small_image', 'aspect_ratio', 'few_unigrams', 'many_unigrams'
 # A decoded image above this many pixels is refused from its header (a 60-byte PNG can claim
 # 2^31 x 2^31 pixels); the in-graph decoder checks the same bound (image_ops.MAX_PIXELS).
 MAX_PIXELS = 1 << 26
+# Steps of the JPEG marker walk before its first scan (a marker or a fill byte each); a header
+# that needs more is treated as cut short (`corrupt_image`). Real files need a few dozen; the
+# bound keeps the walk (and its TF twin, native_checks.py) short on crafted headers.
+MAX_JPEG_STEPS = 1024
 
 
 def image_format_and_size(data: bytes) -> tuple[str, int, int]:
@@ -92,7 +96,9 @@ def _jpeg_info(data: bytes) -> tuple[int, int, int]:
   header is cut short, the offset 0 when no scan follows. Inside a scan 0xFF is always stuffed,
   so a complete file has an end-of-image marker (FF D9) after the offset."""
   i, n, h, w = 2, len(data), -1, -1
-  while i + 4 <= n:
+  for _ in range(MAX_JPEG_STEPS):
+    if i + 4 > n:
+      break
     if data[i] != 0xFF:
       return -1, -1, 0
     marker = data[i + 1]
@@ -110,7 +116,7 @@ def _jpeg_info(data: bytes) -> tuple[int, int, int]:
         return -1, -1, 0
       h, w = struct.unpack('>HH', data[i + 5:i + 9])
     i += 2 + length
-  return -1, -1, 0  # cut short before the first scan
+  return -1, -1, 0  # cut short before the first scan (or a header of over MAX_JPEG_STEPS)
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:

@@ -1,36 +1,43 @@
 """tfrecord:<glob>: tf.train.Example shards; features config.data.image_key / text_key / id_key.
 
-Reading (config.data.tfrecord_reader): 'native' reads a shard with tf.data's TFRecordDataset
-(C++, no GIL; the files of a group in parallel) once a pre-check of its framing passes
-(safe_io.tfrecord_clean: every length and data CRC, no record over data.max_record_bytes,
-nothing cut short; TensorFlow's reader would allocate what a length claims, or return the same
-error for ever). A shard that fails it is read by the Python reader (sources.read_tfrecord),
-record by record, so its good records are kept and the bad ones counted by reason. Both paths
-give the same records, ids and reasons in the same order; the Examples are parsed and checked
-in Python (filters.check), CHUNK records per call.
+Reading (config.data.tfrecord_reader): 'native' reads a shard in the graph: tf.data's
+TFRecordDataset (C++, no GIL; the files of a group in parallel), the Examples parsed and
+checked CHUNK at a time by TensorFlow ops (native_checks.py: filters.check's reason codes) in a
+parallel map, once a pre-check in Python has passed (clean(): every length and data CRC, no
+record over data.max_record_bytes, nothing cut short, and every record an Example whose image /
+text / id features are bytes lists, as Python's protobuf and tf.io.parse_example both read it;
+TensorFlow's reader would allocate what a length claims, or return the same error for ever, and
+its parser would stop the stream on a record that is not an Example). A shard that fails it is
+read by the Python reader (sources.read_tfrecord), record by record, so its good records are
+kept and the bad ones counted by reason. So is every shard when config.data.filters uses corpus
+statistics (max_shared_text / min_unigram_count: native_checks.supports), and every shard with
+'python'. Both paths give the same records, ids and reasons in the same order
+(tests/data/test_native_checks.py). Python callbacks left on the native path: the pre-check
+(once per file version and process) and, when a Monitor is given, its count (once per chunk).
 """
 
-import os
 import threading
 
 import numpy as np
 import tensorflow as tf
 
-from vlalign.data import safe_io
+from vlalign.data import native_checks, safe_io
 from vlalign.data import sources as sources_lib
 from vlalign.data.source_kinds import base
 
-# path -> ((size, mtime), verdict): a shard is pre-checked once per process, not every epoch.
-_VERDICTS: dict[str, tuple[tuple[int, int], bool]] = {}
+# path -> ((size, mtime, feature keys), verdict): a shard is pre-checked once per process, not
+# every epoch.
+_VERDICTS: dict[str, tuple[tuple, bool]] = {}
 _VERDICTS_LOCK = threading.Lock()
+_PARSE_BATCH = 256  # records per tf.io.parse_example call of the pre-check
 
 
-def clean(path: str, max_record_bytes: int) -> bool:
-  """Whether TensorFlow's reader may read `path` (safe_io.tfrecord_clean), cached per file
+def clean(path: str, max_record_bytes: int, keys: tuple[str, str, str]) -> bool:
+  """Whether the native path may read `path` (framing_and_examples_ok), cached per file
   version; False when it cannot be opened (the Python reader then counts it)."""
   try:
     stat = tf.io.gfile.stat(path)
-    version = (stat.length, stat.mtime_nsec)
+    version = (stat.length, stat.mtime_nsec, keys)
     with _VERDICTS_LOCK:
       known = _VERDICTS.get(path)
     if known and known[0] == version:
@@ -38,12 +45,46 @@ def clean(path: str, max_record_bytes: int) -> bool:
     # Local files through Python's buffered reader (cheaper per record than GFile).
     with (tf.io.gfile.GFile(path, 'rb') if '://' in path else
           open(path, 'rb', buffering=1 << 20)) as f:
-      verdict = safe_io.tfrecord_clean(f, stat.length, max_record_bytes)
+      verdict = framing_and_examples_ok(f, stat.length, max_record_bytes, keys)
   except Exception:  # pylint: disable=broad-except  (NotFoundError, PermissionDeniedError ...)
     return False
   with _VERDICTS_LOCK:
     _VERDICTS[path] = (version, verdict)
   return verdict
+
+
+def framing_and_examples_ok(f, size: int, max_record_bytes: int,
+                            keys: tuple[str, str, str]) -> bool:
+  """Whether every record of an open TFRecord file frames cleanly (safe_io.tfrecord_frames)
+  and is an Example whose `keys` features are absent or bytes lists, for Python's protobuf and
+  for tf.io.parse_example alike (a record either rejects is the Python reader's to count)."""
+  batch = []
+  for record, bad in safe_io.tfrecord_frames(f, size, max_record_bytes):
+    if bad or not _bytes_features(record, keys):
+      return False
+    batch.append(record)
+    if len(batch) == _PARSE_BATCH:
+      if not _tf_parses(batch, keys):
+        return False
+      batch = []
+  return not batch or _tf_parses(batch, keys)
+
+
+def _bytes_features(record: bytes, keys: tuple[str, str, str]) -> bool:
+  try:
+    features = tf.train.Example.FromString(record).features.feature
+  except Exception:  # pylint: disable=broad-except  (google.protobuf DecodeError)
+    return False
+  return all(k not in features or features[k].WhichOneof('kind') in (None, 'bytes_list')
+             for k in keys)
+
+
+def _tf_parses(records: list[bytes], keys: tuple[str, str, str]) -> bool:
+  try:
+    native_checks.parse_batch(tf.constant(records, tf.string), keys)
+  except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
+    return False
+  return True
 
 
 class TFRecord(base.FileKind):
@@ -55,40 +96,37 @@ class TFRecord(base.FileKind):
         path, (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key), checks)
 
   def file_records(self, path, data_cfg, checks, monitor):
-    """The shard through TFRecordDataset when its pre-check passes, else the Python reader."""
+    """The shard read in the graph when its pre-check passes, else by the Python reader."""
     python = super().file_records
-    if data_cfg.get('tfrecord_reader', 'native') != 'native':
+    if (data_cfg.get('tfrecord_reader', 'native') != 'native' or
+        not native_checks.supports(checks)):
       return python(path, data_cfg, checks, monitor)
-    ok = tf.numpy_function(lambda p: np.bool_(clean(p.decode(), checks.max_record_bytes)),
+    keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+    ok = tf.numpy_function(lambda p: np.bool_(clean(p.decode(), checks.max_record_bytes, keys)),
                            [path], tf.bool, stateful=True)
     native = tf.cast(tf.reshape(ok, []), tf.int64)
     one = tf.data.Dataset.from_tensors(path)
-    return one.take(native).flat_map(lambda p: self._native(p, data_cfg, checks, monitor)
+    return one.take(native).flat_map(lambda p: self._native(p, keys, checks, monitor)
                                      ).concatenate(one.take(1 - native).flat_map(
                                          lambda p: python(p, data_cfg, checks, monitor)))
 
-  def _native(self, path, data_cfg, checks, monitor):
-    """(image, text, id, reason) of a clean shard read by TFRecordDataset."""
-    keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+  def _native(self, path, keys, checks, monitor):
+    """(image, text, id, reason) of a clean shard: TFRecordDataset, then parse_example and the
+    checks as TF ops, CHUNK records per call of a parallel, ordered map."""
+    name = tf.strings.split(path, '/')[-1]  # os.path.basename
 
-    def parse(p, first, records):
-      name = os.path.basename(p.decode())
-      rows = [sources_lib.example(r, keys, f'{name}:{first + i}'.encode(), checks)
-              for i, r in enumerate(records)]
-      if monitor:
-        for row in rows:
-          monitor.see(int(row[3]))
-      return sources_lib.stack(rows)
-
-    def chunk(i, records):
-      cols = tf.numpy_function(parse, [path, i[0], records],
-                               [tf.string, tf.string, tf.string, tf.int32], stateful=False)
-      for c in cols:
-        c.set_shape([None])
-      return tuple(cols)
+    def chunk(first, records):
+      image, has_image, text, has_text, uid, has_id = native_checks.parse_batch(records, keys)
+      where = tf.strings.join([name, tf.strings.as_string(first)], separator=':')
+      uid = tf.where(has_id & (tf.strings.length(uid) > 0), uid, where)
+      return image, text, uid, native_checks.reasons(image, has_image, text, has_text, checks)
 
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 20).enumerate()
-    return ds.batch(sources_lib.CHUNK).map(chunk).unbatch()
+    ds = ds.batch(sources_lib.CHUNK).map(chunk, num_parallel_calls=tf.data.AUTOTUNE,
+                                         deterministic=True)
+    if monitor:
+      ds = ds.map(lambda *cols: _counted(cols, monitor))
+    return ds.unbatch()
 
   def labelled(self, source, entry, data_cfg):
     """The entry's image_key and int64 label_key features of each record."""
@@ -101,3 +139,16 @@ class TFRecord(base.FileKind):
       ds = ds.take(n_max)
     rows = [(ex[entry['image_key']], int(ex[key])) for ex in ds.as_numpy_iterator()]
     return [r[0] for r in rows], [r[1] for r in rows], None
+
+
+def _counted(cols: tuple, monitor: sources_lib.Monitor) -> tuple:
+  """The chunk, its reasons counted by the monitor (a Python callback per chunk)."""
+
+  def see(reasons):
+    for r in reasons:
+      monitor.see(int(r))
+    return reasons
+
+  seen = tf.numpy_function(see, [cols[3]], tf.int32, stateful=True)
+  seen.set_shape([None])
+  return cols[:3] + (seen,)
