@@ -101,7 +101,8 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # inside a group, and resume re-reads at most one group (data/groups.py).
       'cycle_length': 8,
       # 'native': tfrecord shards whose framing passes a pre-check are read by tf.data's C++
-      # TFRecordDataset (others by the Python reader); 'python': all by the Python reader.
+      # TFRecordDataset (others by the Python reader); 'python': all by the Python reader;
+      # 'graph': all by TF ops with no pre-check (trusted shards; needed by service_address).
       'tfrecord_reader': 'native',
       # host:port of a tf.data service dispatcher (vlalign.tools.data_service): each source's
       # reading, checks, decoding and augmentation run on its workers ('' = on this host).
@@ -396,7 +397,7 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
   _check_int(d.eval_batch, 'data.eval_batch', 1)
   _check_int(d.shuffle_buffer, 'data.shuffle_buffer', 1)
   _check_int(d.cycle_length, 'data.cycle_length', 1)
-  _check_choice(d.tfrecord_reader, 'data.tfrecord_reader', ('native', 'python'))
+  _check_choice(d.tfrecord_reader, 'data.tfrecord_reader', ('native', 'python', 'graph'))
   _check(isinstance(d.service_address, str) and (
       not d.service_address or re.fullmatch(r'(grpc://)?[^\s:/]+:\d+', d.service_address)),
          'data.service_address', f'must be \'\' or host:port, got {d.service_address!r}')

@@ -1,7 +1,9 @@
 """tf.data service (data.service_address): the group plan is pure graph, pipelines that call
-Python are refused with one line, and a pure-graph source's examples come through an
-in-process dispatcher and two workers with each (group, place) once and the same records as
-the local stream."""
+Python are refused with one line, and a pure-graph source (data.tfrecord_reader='graph') gives
+the native reader's records and comes through an in-process dispatcher and two workers with
+each (group, place) once and the same records as the local stream."""
+
+import time
 
 import numpy as np
 import pytest
@@ -9,32 +11,22 @@ import tensorflow as tf
 
 from vlalign import config_lib
 from vlalign.data import filters, groups, pipeline, service, sources
-from vlalign.data.source_kinds import tfrecord
 from vlalign.data.text import WordpieceTokenizer
-
-
-class GraphTFRecord(tfrecord.TFRecord):
-  """tfrecord shards read and parsed by TF ops only (no checks): a source a worker can run."""
-
-  def file_records(self, path, data_cfg, checks, monitor):
-    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ('image', 'text', 'id')}
-
-    def parse(record):
-      ex = tf.io.parse_single_example(record, spec)
-      return ex['image'], ex['text'], ex['id'], tf.constant(0, tf.int32)
-    return tf.data.TFRecordDataset(path).map(parse)
 
 
 def _cfg():
   d = config_lib.base_config().data
   d.global_batch, d.image_size, d.resize_size, d.max_len, d.shuffle_buffer = 8, 16, 18, 16, 20
-  d.cycle_length = 2
+  d.cycle_length, d.tfrecord_reader = 2, 'graph'
   return d
 
 
-def _src(ds):
-  files = sorted(f for p in ds['train'].values() for f in pipeline.list_files(p))
+def _src(ds, n=None):
+  files = sorted(f for p in ds['train'].values() for f in pipeline.list_files(p))[:n]
   return sources.Source('tfrecord:test', 'tfrecord', files=files)
+
+
+_KEEP = []  # the servers live until the process ends
 
 
 @pytest.fixture(scope='module')
@@ -44,9 +36,10 @@ def two_workers():
   svc = tf.data.experimental.service
   dispatcher = svc.DispatchServer(svc.DispatcherConfig(port=0))
   address = dispatcher.target.split('://')[1]
-  workers = [svc.WorkerServer(svc.WorkerConfig(dispatcher_address=address)) for _ in range(2)]
-  yield address, workers
-  del dispatcher
+  workers = [svc.WorkerServer(svc.WorkerConfig(dispatcher_address=address,
+                                               heartbeat_interval_ms=100)) for _ in range(2)]
+  _KEEP.extend([dispatcher] + workers)
+  return address, workers
 
 
 def test_the_group_plan_is_pure_graph_and_orders_differ_by_epoch_and_seed():
@@ -70,11 +63,12 @@ def test_the_group_plan_is_pure_graph_and_orders_differ_by_epoch_and_seed():
 
 def test_a_python_reader_is_refused_with_one_line_naming_the_source(small_dataset):
   cfg = _cfg()
-  cfg.service_address = 'localhost:1'  # never contacted: the check comes first
+  cfg.service_address, cfg.tfrecord_reader = 'localhost:1', 'native'  # never contacted
   tok = WordpieceTokenizer(small_dataset['vocab'], 16)
   with pytest.raises(config_lib.ConfigError,
                      match=r"config.data.service_address: config.data.sources\[0\]="
-                           r"'tfrecord:test': the tfrecord reader \(Python parse.*PyFunc"):
+                           r"'tfrecord:test': the tfrecord reader \(its Python pre-check.*"
+                           r"tfrecord_reader='graph'.*PyFunc"):
     pipeline.TrainIterator(cfg, [_src(small_dataset)], tok, seed=0)
 
 
@@ -82,24 +76,45 @@ def _placed(ds, n):
   return {(int(e['group']), int(e['place'])): e['id'] for e in ds.take(n).as_numpy_iterator()}
 
 
+def _records(cfg, src):
+  stream = pipeline.positioned_stream(src, cfg, filters.Checks(), seed=2, epochs=1)
+  return [(int(g), int(k), uid, int(r)) for _, (g, k), (_, _, uid, r) in
+          stream.as_numpy_iterator()]
+
+
+def test_the_graph_reader_gives_the_native_readers_records(small_dataset):
+  native = _cfg()
+  native.tfrecord_reader = 'native'
+  src = _src(small_dataset, 2)
+  graph = _records(_cfg(), src)
+  assert len(graph) == 100  # two sketch shards of 50
+  assert graph == _records(native, src)
+
+
 def test_examples_come_through_two_workers_once_each_as_in_the_local_stream(
-    small_dataset, two_workers, monkeypatch):
-  monkeypatch.setattr(sources, 'kind_of', lambda kind: GraphTFRecord())
-  cfg, src = _cfg(), _src(small_dataset)
+    small_dataset, two_workers):
+  cfg, src = _cfg(), _src(small_dataset, 4)
+  cfg.cycle_length = 1  # 4 groups, shared by the two workers
   stream = pipeline.positioned_stream(src, cfg, filters.Checks(), seed=2, epochs=1)
   examples = pipeline.good_examples(stream, cfg, seed=2, source_id=0)
+  assert service.python_functions(examples) == []
   local = _placed(examples, 500)
-  served = [(int(e['group']), int(e['place']), e['id']) for e in service.distribute(
-      examples, two_workers[0]).as_numpy_iterator()]
-  assert len(served) == len(local) == 500  # one epoch: every record once
+  it = service.distribute(examples, two_workers[0]).as_numpy_iterator()
+  served = [next(it)]
+  deadline = time.time() + 10  # the job reaches a worker with its next heartbeat (0.1 s)
+  while time.time() < deadline and min(_tasks(two_workers[1])) < 1:
+    time.sleep(0.05)
+  assert _tasks(two_workers[1]) == [1, 1]  # the job runs on both workers
+  served = [(int(e['group']), int(e['place']), e['id']) for e in served + list(it)]
+  assert len(served) == len(local) == 200  # one epoch (4 shards of 50): every record once
   assert {(g, k): uid for g, k, uid in served} == local
-  # The job ran on both workers (which groups each got varies from run to run).
-  assert [w._num_tasks() for w in two_workers[1]] == [1, 1]  # pylint: disable=protected-access
 
 
-def test_train_iterator_hook_gives_batches_from_the_service(small_dataset, two_workers,
-                                                            monkeypatch):
-  monkeypatch.setattr(sources, 'kind_of', lambda kind: GraphTFRecord())
+def _tasks(workers):
+  return [w._num_tasks() for w in workers]  # pylint: disable=protected-access
+
+
+def test_train_iterator_hook_gives_batches_from_the_service(small_dataset, two_workers):
   cfg = _cfg()
   cfg.service_address = two_workers[0]
   tok = WordpieceTokenizer(small_dataset['vocab'], 16)

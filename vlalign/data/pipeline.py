@@ -257,7 +257,8 @@ def _served(stream: tf.data.Dataset, examples: tf.data.Dataset, src: sources_lib
   """Source s's examples produced by the tf.data service at `address`; a ConfigError naming
   the stage when its reader, or a stage after it, calls Python (data/service.py)."""
   reader = (f'config.data.sources[{s}]={src.spec!r}: the {src.kind} reader'
-            + (' (Python parse and checks; config.data.tfrecord_reader)'
+            + (' (its Python pre-check and fallback; config.data.tfrecord_reader=\'graph\' '
+               'reads trusted shards by TF ops alone)'
                if src.kind in ('tfrecord', 'embedded') else ''))
   service_lib.check_graph(stream, reader)
   service_lib.check_graph(examples, f'source {s}\'s decoding / extra views (config.data.views, '
