@@ -29,6 +29,7 @@ Mixing (config.data.mixing) over several sources:
 
 import dataclasses
 import gc
+import logging
 import weakref
 from typing import Callable, Iterator
 
@@ -263,6 +264,8 @@ def _served(stream: tf.data.Dataset, examples: tf.data.Dataset, src: sources_lib
   service_lib.check_graph(stream, reader)
   service_lib.check_graph(examples, f'source {s}\'s decoding / extra views (config.data.views, '
                           f'the tokenizer) / concepts')
+  logging.info('data: source %d %r from the tf.data service at %s (dynamic sharding)', s,
+               src.spec, address)
   return service_lib.distribute(examples, address)
 
 

@@ -14,6 +14,7 @@ import sys
 import threading
 
 import tensorflow as tf
+import tensorflow_text  # pylint: disable=unused-import  (registers its ops: the tokenizers' graphs)
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -21,6 +22,8 @@ flags.DEFINE_integer('port', 5050, 'port this server listens on')
 flags.DEFINE_string('dispatcher', '', 'worker: the dispatcher\'s host:port')
 flags.DEFINE_string('host', 'localhost', 'worker: the name trainers reach this machine by')
 flags.DEFINE_float('report_s', 60.0, 'seconds between progress lines')
+flags.DEFINE_integer('heartbeat_ms', 1000, 'worker: ms between its calls to the dispatcher (a '
+                     'new job reaches the worker with the next one)')
 
 _service = tf.data.experimental.service
 
@@ -38,13 +41,14 @@ def dispatcher(port: int) -> tuple[object, callable]:
   return server, lambda: f'{server._num_workers()} worker(s) registered'  # pylint: disable=protected-access
 
 
-def worker(port: int, dispatcher_address: str, host: str) -> tuple[object, callable]:
+def worker(port: int, dispatcher_address: str, host: str, heartbeat_ms: int
+           ) -> tuple[object, callable]:
   """A started worker registered with `dispatcher_address` and its progress line."""
   if not dispatcher_address:
     raise app.UsageError('worker needs --dispatcher=HOST:PORT')
   server = _service.WorkerServer(_service.WorkerConfig(
       dispatcher_address=dispatcher_address.split('://')[-1], port=port,
-      worker_address=f'{host}:%port%'))
+      worker_address=f'{host}:%port%', heartbeat_interval_ms=heartbeat_ms))
   _say(f'data_service: worker serving at {host}:{port} for dispatcher {dispatcher_address}')
   return server, lambda: f'{server._num_tasks()} task(s) running'  # pylint: disable=protected-access
 
@@ -58,7 +62,7 @@ def main(argv: list[str]) -> None:
   if argv[1] == 'dispatcher':
     server, progress = dispatcher(FLAGS.port)
   else:
-    server, progress = worker(FLAGS.port, FLAGS.dispatcher, FLAGS.host)
+    server, progress = worker(FLAGS.port, FLAGS.dispatcher, FLAGS.host, FLAGS.heartbeat_ms)
   while not stop.wait(FLAGS.report_s):
     _say(f'data_service: {argv[1]}: {progress()}')
   _say(f'data_service: {argv[1]} stopping (signal)')
