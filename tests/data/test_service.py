@@ -85,29 +85,41 @@ def _records(cfg, src):
 def test_the_graph_reader_gives_the_native_readers_records(small_dataset):
   native = _cfg()
   native.tfrecord_reader = 'native'
-  src = _src(small_dataset, 2)
+  src = _src(small_dataset, 1)
   graph = _records(_cfg(), src)
-  assert len(graph) == 100  # two sketch shards of 50
+  assert len(graph) == 50
   assert graph == _records(native, src)
 
 
 def test_examples_come_through_two_workers_once_each_as_in_the_local_stream(
     small_dataset, two_workers):
+  """Each (group, place) once with the local stream's record; the skip counts ride as deltas
+  (records skipped since the previous kept one, on its worker): locally they sum to all the
+  records skipped, served to that less the bad records after each worker's last kept one."""
   cfg, src = _cfg(), _src(small_dataset, 4)
   cfg.cycle_length = 1  # 4 groups, shared by the two workers
-  stream = pipeline.positioned_stream(src, cfg, filters.Checks(), seed=2, epochs=1)
-  examples = pipeline.good_examples(stream, cfg, seed=2, source_id=0)
+  checks = filters.Checks(max_unigrams=6)
+  stream = pipeline.positioned_stream(src, cfg, checks, seed=2, epochs=1)
+  tails, bad = {}, 0
+  for _, (g, _), (_, _, _, reason) in stream.as_numpy_iterator():
+    tails[int(g)] = 0 if reason == 0 else tails.get(int(g), 0) + 1  # bad after the last kept
+    bad += int(reason > 0)
+  examples = pipeline.good_examples(stream, cfg, seed=2, source_id=0, deltas=True)
   assert service.python_functions(examples) == []
-  local = _placed(examples, 500)
+  local = [(int(e['group']), int(e['place']), e['id'], e['counts'])
+           for e in examples.as_numpy_iterator()]
+  assert bad > 20 and sum(c for *_, c in local).sum() == bad - tails[max(tails)]
   it = service.distribute(examples, two_workers[0]).as_numpy_iterator()
   served = [next(it)]
   deadline = time.time() + 10  # the job reaches a worker with its next heartbeat (0.1 s)
   while time.time() < deadline and min(_tasks(two_workers[1])) < 1:
     time.sleep(0.05)
   assert _tasks(two_workers[1]) == [1, 1]  # the job runs on both workers
-  served = [(int(e['group']), int(e['place']), e['id']) for e in served + list(it)]
-  assert len(served) == len(local) == 200  # one epoch (4 shards of 50): every record once
-  assert {(g, k): uid for g, k, uid in served} == local
+  served = [(int(e['group']), int(e['place']), e['id'], e['counts']) for e in served + list(it)]
+  assert len(served) == len(local) == 200 - bad  # one epoch (4 shards of 50): each record once
+  assert {(g, k): uid for g, k, uid, _ in served} == {(g, k): uid for g, k, uid, _ in local}
+  skipped = sum(c for *_, c in served).sum()
+  assert bad - 2 * max(tails.values()) <= skipped <= bad
 
 
 def _tasks(workers):
@@ -123,3 +135,4 @@ def test_train_iterator_hook_gives_batches_from_the_service(small_dataset, two_w
   it.close()
   assert batches[0]['image'].shape == (8, 16, 16, 3) and batches[0]['tokens'].shape == (8, 16)
   assert np.isfinite(batches[2]['image']).all()
+

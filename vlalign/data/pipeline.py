@@ -99,20 +99,24 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
                   tokenizer: Tokenizer | None = None,
-                  concepts: concepts_lib.Concepts | None = None) -> tf.data.Dataset:
+                  concepts: concepts_lib.Concepts | None = None,
+                  deltas: bool = False) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a positioned stream, each with its
   stream `index`, `group` and `place` in it, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
   far less than a call per example. Extra views a method asks for (config.data.views:
   image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
   first view; they need the `tokenizer`. With `concepts` (ViCHA, data/concepts.py) each
-  example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file)."""
+  example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file).
+  With `deltas` (tf.data service) `counts` holds the records skipped since the previous kept
+  one of this stream (a worker's), not a running total."""
 
   def count(counts, x):
     local, (index, (group, place), (image, text, uid, reason)) = x
     counts = counts + tf.one_hot(reason, NUM_REASONS, dtype=tf.int64) * tf.cast(reason > 0,
                                                                                 tf.int64)
-    return counts, {'local': local, 'index': index, 'group': group, 'place': place,
+    after = tf.where(tf.equal(reason, 0), tf.zeros_like(counts), counts) if deltas else counts
+    return after, {'local': local, 'index': index, 'group': group, 'place': place,
                     'image': image, 'text': text, 'id': uid, 'reason': reason, 'counts': counts}
 
   extra = views.wanted(data_cfg.get('views'))
@@ -307,7 +311,7 @@ class TrainIterator:
                                  start=self._cursors[s],
                                  monitor=None if served else self.monitors[s])
       examples = good_examples(stream, data_cfg, seed=seed_s, source_id=s,
-                               tokenizer=tokenizer, concepts=concepts)
+                               tokenizer=tokenizer, concepts=concepts, deltas=bool(served))
       streams.append(_served(stream, examples, src, s, served) if served else examples)
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
@@ -322,6 +326,7 @@ class TrainIterator:
     ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug,
                           concept_len=concepts.max_len if concepts else 0)
     self._concepts = concepts
+    self._served = bool(served)
     self._it = fetcher.Fetcher(ds.prefetch(data_cfg.prefetch).as_numpy_iterator(),
                                self.monitors, data_cfg.get('max_wait_seconds', 600.0))
     weakref.finalize(self, self._it.close)
@@ -350,7 +355,8 @@ class TrainIterator:
       self._cursors[s] = groups_lib.Cursor(int(index[last]) + 1, int(group[last]),
                                        int(place[last]) + 1)
       self._last_local[s] = int(local[last])
-      self._counts[s] = counts[last]
+      # Under the service: the sum of per-worker deltas (pipeline.good_examples).
+      self._counts[s] = self._counts[s] + counts[rows].sum(0) if self._served else counts[last]
       self._good[s] += len(rows)
     self._examples += len(src)
     self._batches += 1
@@ -370,8 +376,9 @@ class TrainIterator:
 
   def _skipped(self, s: int) -> np.ndarray:
     counts = np.asarray(self._base.skipped[s], np.int64) + self._counts[s]
-    undecodable = self._last_local[s] + 1 - self._good[s] - int(self._counts[s].sum())
-    counts[filters.CODE['corrupt_image']] += undecodable
+    if not self._served:  # a worker's host-local numbering says nothing here
+      undecodable = self._last_local[s] + 1 - self._good[s] - int(self._counts[s].sum())
+      counts[filters.CODE['corrupt_image']] += undecodable
     return counts
 
   def skipped(self) -> np.ndarray:
