@@ -3,6 +3,7 @@ Python are refused with one line, and a pure-graph source (data.tfrecord_reader=
 the native reader's records and comes through an in-process dispatcher and two workers with
 each (group, place) once and the same records as the local stream."""
 
+import threading
 import time
 
 import numpy as np
@@ -38,6 +39,9 @@ def two_workers():
   address = dispatcher.target.split('://')[1]
   workers = [svc.WorkerServer(svc.WorkerConfig(dispatcher_address=address,
                                                heartbeat_interval_ms=100)) for _ in range(2)]
+  deadline = time.time() + 30
+  while dispatcher._num_workers() < 2 and time.time() < deadline:  # pylint: disable=protected-access
+    time.sleep(0.05)
   _KEEP.extend([dispatcher] + workers)
   return address, workers
 
@@ -93,7 +97,7 @@ def test_the_graph_reader_gives_the_native_readers_records(small_dataset):
 
 def test_examples_come_through_two_workers_once_each_as_in_the_local_stream(
     small_dataset, two_workers):
-  """Each (group, place) once with the local stream's record; the skip counts ride as deltas
+  """Each (group, place) once with the local stream's record and crop; the skip counts ride as deltas
   (records skipped since the previous kept one, on its worker): locally they sum to all the
   records skipped, served to that less the bad records after each worker's last kept one."""
   cfg, src = _cfg(), _src(small_dataset, 4)
@@ -104,21 +108,30 @@ def test_examples_come_through_two_workers_once_each_as_in_the_local_stream(
   for _, (g, _), (_, _, _, reason) in stream.as_numpy_iterator():
     tails[int(g)] = 0 if reason == 0 else tails.get(int(g), 0) + 1  # bad after the last kept
     bad += int(reason > 0)
-  examples = pipeline.good_examples(stream, cfg, seed=2, source_id=0, deltas=True)
+  examples = pipeline.good_examples(stream, cfg, seed=2, source_id=0, served=True)
   assert service.python_functions(examples) == []
-  local = [(int(e['group']), int(e['place']), e['id'], e['counts'])
+  local = [(int(e['group']), int(e['place']), e['id'], e['counts'], e['image'])
            for e in examples.as_numpy_iterator()]
-  assert bad > 20 and sum(c for *_, c in local).sum() == bad - tails[max(tails)]
-  it = service.distribute(examples, two_workers[0]).as_numpy_iterator()
-  served = [next(it)]
-  deadline = time.time() + 10  # the job reaches a worker with its next heartbeat (0.1 s)
-  while time.time() < deadline and min(_tasks(two_workers[1])) < 1:
-    time.sleep(0.05)
-  assert _tasks(two_workers[1]) == [1, 1]  # the job runs on both workers
-  served = [(int(e['group']), int(e['place']), e['id'], e['counts']) for e in served + list(it)]
+  assert bad > 20 and sum(r[3] for r in local).sum() == bad - tails[max(tails)]
+  seen, done = [0, 0], threading.Event()
+
+  def poll():  # a worker's task ends once the groups run out: watch while the job runs
+    while not done.is_set():
+      seen[:] = np.maximum(seen, _tasks(two_workers[1])).tolist()
+      time.sleep(0.002)
+  poller = threading.Thread(target=poll, daemon=True)
+  poller.start()
+  served = [(int(e['group']), int(e['place']), e['id'], e['counts'], e['image'])
+            for e in service.distribute(examples, two_workers[0]).as_numpy_iterator()]
+  done.set()
+  poller.join()
+  assert seen == [1, 1]  # the job ran on both workers
   assert len(served) == len(local) == 200 - bad  # one epoch (4 shards of 50): each record once
-  assert {(g, k): uid for g, k, uid, _ in served} == {(g, k): uid for g, k, uid, _ in local}
-  skipped = sum(c for *_, c in served).sum()
+  mine = {(r[0], r[1]): r for r in local}
+  for g, k, uid, _, image in served:  # the record and its augmentation (keyed on g, k)
+    assert uid == mine[g, k][2] and np.array_equal(image, mine[g, k][4])
+  assert len({(r[0], r[1]) for r in served}) == len(served)
+  skipped = sum(r[3] for r in served).sum()
   assert bad - 2 * max(tails.values()) <= skipped <= bad
 
 

@@ -100,7 +100,7 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
                   tokenizer: Tokenizer | None = None,
                   concepts: concepts_lib.Concepts | None = None,
-                  deltas: bool = False) -> tf.data.Dataset:
+                  served: bool = False) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a positioned stream, each with its
   stream `index`, `group` and `place` in it, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
@@ -108,21 +108,23 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
   image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
   first view; they need the `tokenizer`. With `concepts` (ViCHA, data/concepts.py) each
   example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file).
-  With `deltas` (tf.data service) `counts` holds the records skipped since the previous kept
-  one of this stream (a worker's), not a running total."""
+  `served` (tf.data service, where `index` is a worker's count): `counts` holds the records
+  skipped since the previous kept one of this worker's stream, not a running total, and the
+  augmentation is keyed on (seed, group, place) instead of (seed, index)."""
 
   def count(counts, x):
     local, (index, (group, place), (image, text, uid, reason)) = x
     counts = counts + tf.one_hot(reason, NUM_REASONS, dtype=tf.int64) * tf.cast(reason > 0,
                                                                                 tf.int64)
-    after = tf.where(tf.equal(reason, 0), tf.zeros_like(counts), counts) if deltas else counts
+    after = tf.where(tf.equal(reason, 0), tf.zeros_like(counts), counts) if served else counts
     return after, {'local': local, 'index': index, 'group': group, 'place': place,
                     'image': image, 'text': text, 'id': uid, 'reason': reason, 'counts': counts}
 
   extra = views.wanted(data_cfg.get('views'))
 
   def prepare(e):
-    key = tf.stack([tf.cast(seed, tf.int64), e['index']])
+    where = e['group'] * (1 << 32) + e['place'] if served else e['index']
+    key = tf.stack([tf.cast(seed, tf.int64), where])
     # The second image view needs the whole image; otherwise only the crop's window is decoded.
     decoded = image_ops.decode(e['image']) if extra and data_cfg.views.image2 else None
     img = image_ops.train_view(e['image'] if decoded is None else decoded, key,
@@ -311,7 +313,7 @@ class TrainIterator:
                                  start=self._cursors[s],
                                  monitor=None if served else self.monitors[s])
       examples = good_examples(stream, data_cfg, seed=seed_s, source_id=s,
-                               tokenizer=tokenizer, concepts=concepts, deltas=bool(served))
+                               tokenizer=tokenizer, concepts=concepts, served=bool(served))
       streams.append(_served(stream, examples, src, s, served) if served else examples)
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
