@@ -22,11 +22,14 @@ Pipelines (224-px crops, resize target 256, batch --batch; web uses --web_batch)
               shuffle, skip counting and tokenization
   bare_resize web only: bare with the antialiased resize of the whole image to a 256-px
               shorter side before the crop (what the pipeline did before crop-first decoding)
-  full        vlalign's TrainIterator: Python record reader + per-record checks, shuffle, skip
-              counting, windowed decode (+ DCT scaling for web), random crop + flip, normalise,
-              per-batch WordPiece tokenization (max_len 64), batch
+  full        vlalign's TrainIterator: native record reader (TFRecordDataset, parse + checks as
+              TF ops), shuffle, skip counting, windowed decode (+ DCT scaling for web), random
+              crop + flip, normalise, per-batch WordPiece tokenization (max_len 64), batch
+  full_python 256 only: full with data.tfrecord_reader='python' (records parsed and checked
+              in Python, the reader before issue 17)
   full_exact  web only: full with data.dct_scaling=False
-  reader      256 only: the record reader and checks alone (records/s, nothing decoded)
+  reader      256 only: the record reader and checks alone (records/s, nothing decoded);
+              reader_python the same with the Python reader
 """
 
 import argparse
@@ -171,10 +174,12 @@ def rates(iterator, n_batches: int, batch: int) -> tuple[float, float]:
   return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
-def data_config(pattern: str, batch: int, shuffle: int, dct: bool = True):
+def data_config(pattern: str, batch: int, shuffle: int, dct: bool = True,
+                reader: str = 'native'):
   d = config_lib.base_config().data
   d.global_batch, d.image_size, d.resize_size = batch, 224, 256
   d.max_len, d.shuffle_buffer, d.flip, d.dct_scaling = 64, shuffle, True, dct
+  d.tfrecord_reader = reader
   d.sources = (f'tfrecord:{pattern}',)
   return d
 
@@ -200,16 +205,18 @@ def run_round(args, kind: str, pattern: str, tok, r: int) -> dict[str, tuple]:
     bares['bare_resize'] = resize_then_crop
   out = {name: rates(iter(bare(pattern, batch, view).as_numpy_iterator()), n, batch)
          for name, view in bares.items()}
-  for name, dct in (('full', True), ('full_exact', False)) if web else (('full', True),):
-    d = data_config(pattern, batch, 16 if web else 1024, dct)
+  fulls = ((('full', True, 'native'), ('full_exact', False, 'native')) if web else
+           (('full', True, 'native'), ('full_python', True, 'python')))
+  for name, dct, reader in fulls:
+    d = data_config(pattern, batch, 16 if web else 1024, dct, reader)
     it = pipeline.TrainIterator(d, [sources.resolve(d.sources[0], d)], tok, seed=r)
     out[name] = rates(it, n, batch)
     it.close()
-  if not web:
-    d = data_config(pattern, batch, 1024)
+  for name, reader in () if web else (('reader', 'native'), ('reader_python', 'python')):
+    d = data_config(pattern, batch, 1024, reader=reader)
     stream = pipeline.record_stream(sources.resolve(d.sources[0], d), d, filters.Checks(),
                                     seed=r).batch(batch)
-    out['reader'] = rates(iter(stream.as_numpy_iterator()), n * 4, batch)
+    out[name] = rates(iter(stream.as_numpy_iterator()), n * 4, batch)
   return out
 
 
@@ -223,7 +230,7 @@ def summarise(kind: str, rounds: list[dict], cores: int) -> dict:
                  'per_core': round(float(np.median(eps)) / cores, 1),
                  'per_cpu_second': round(float(np.median(cpu)), 1),
                  'rounds': [round(e, 1) for e in eps]}
-  for base in ('bare', 'bare_view', 'bare_resize'):
+  for base in ('bare', 'bare_view', 'bare_resize', 'full_python'):
     if base in rounds[0]:
       row[f'full_over_{base}'] = round(float(np.median(
           [x['full'][0] / x[base][0] for x in rounds])), 3)

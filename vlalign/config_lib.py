@@ -100,9 +100,10 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # Files read together (round-robin) as one group of the stream; the shuffle buffer stays
       # inside a group, and resume re-reads at most one group (data/groups.py).
       'cycle_length': 8,
-      # 'native': tfrecord shards whose framing passes a pre-check are read by tf.data's C++
-      # TFRecordDataset (others by the Python reader); 'python': all by the Python reader;
-      # 'graph': all by TF ops with no pre-check (trusted shards; needed by service_address).
+      # 'native': tfrecord shards that pass a pre-check (framing, every record an Example) are
+      # read, parsed and checked in the graph (TFRecordDataset, data/native_checks.py); others,
+      # and all when data.filters needs a stats_file, by the Python reader. 'python': all by it.
+      # 'graph': all in the graph with no pre-check (trusted shards; what service_address needs).
       'tfrecord_reader': 'native',
       # host:port of a tf.data service dispatcher (vlalign.tools.data_service): each source's
       # reading, checks, decoding and augmentation run on its workers ('' = on this host).

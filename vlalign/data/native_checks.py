@@ -25,6 +25,7 @@ supports() is False for such Checks and those shards are read by the Python read
 import functools
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 from vlalign.data import filters
@@ -47,34 +48,59 @@ def parse_batch(records: tf.Tensor, keys: tuple[str, str, str]) -> tuple[tf.Tens
   parsed = tf.io.parse_example(records, spec)
   out = []
   for k in keys:
-    ragged = tf.RaggedTensor.from_sparse(parsed[k])
-    first = ragged[:, :1].to_tensor(default_value=b'', shape=[tf.shape(records)[0], 1])
-    out += [first[:, 0], ragged.row_lengths() > 0]
+    out += _first_values(parsed[k], tf.shape(records, out_type=tf.int64)[0])
   return tuple(out)
 
 
-def _bytes_at(s: tf.Tensor, pos: tf.Tensor, k: int) -> tf.Tensor:
-  """int64 [N, k]: bytes pos .. pos + k of each string, zero past its end."""
-  n = tf.cast(tf.strings.length(s), tf.int64)
-  pos = tf.minimum(tf.cast(pos, tf.int64), n)
-  piece = tf.strings.substr(s, pos, tf.fill(tf.shape(pos), tf.constant(k, tf.int64)))
+def _first_values(sparse: tf.SparseTensor, n: tf.Tensor) -> list[tf.Tensor]:
+  """[first value of each row ('' when none), whether it has one] of a [n, None] sparse string
+  tensor; the values themselves when every row has exactly one (no copy of image bytes)."""
+  rows, cols = sparse.indices[:, 0], sparse.indices[:, 1]
+  has = tf.math.bincount(rows, minlength=n, maxlength=n, dtype=tf.int64) > 0
+  one_each = tf.equal(tf.size(rows, out_type=tf.int64), n) & tf.reduce_all(tf.equal(cols, 0))
+
+  def gathered():
+    firsts = tf.reshape(tf.where(tf.equal(cols, 0)), [-1])
+    return tf.scatter_nd(tf.gather(sparse.indices[:, :1], firsts),
+                         tf.gather(sparse.values, firsts), tf.reshape(n, [1]))
+
+  value = tf.cond(one_each, lambda: tf.identity(sparse.values), gathered)
+  return [tf.reshape(value, tf.reshape(n, [1])), has]
+
+
+def _bytes_at(s: tf.Tensor, n: tf.Tensor, pos: tf.Tensor, k: int) -> tf.Tensor:
+  """int64 [N, k]: bytes pos .. pos + k of each string (length n), zero past its end."""
+  piece = tf.strings.substr(s, tf.minimum(pos, n), tf.fill(tf.shape(pos), tf.constant(k, tf.int64)))
   return tf.cast(tf.io.decode_raw(piece, tf.uint8, fixed_length=k), tf.int64)
 
 
-def _le(b: tf.Tensor, at: int, size: int) -> tf.Tensor:
-  """Little-endian unsigned integer of `size` bytes at column `at` of a byte matrix."""
-  return sum(b[:, at + j] * 256**j for j in range(size))
+def _table(rows: list[tuple[int, int, bool]]) -> np.ndarray:
+  """[_HEAD, len(rows)] weights: header bytes @ table = the unsigned integers of `size` bytes at
+  `at` (little-endian when `le`), one column per row."""
+  table = np.zeros([_HEAD, len(rows)], np.int64)
+  for f, (at, size, le) in enumerate(rows):
+    for j in range(size):
+      table[at + j, f] = 256**(j if le else size - 1 - j)
+  return table
 
 
-def _be(b: tf.Tensor, at: int, size: int) -> tf.Tensor:
-  """Big-endian unsigned integer of `size` bytes at column `at` of a byte matrix."""
-  return sum(b[:, at + j] * 256**(size - 1 - j) for j in range(size))
+# Size fields of the header (filters.image_format_and_size): column -> (at, size, little-endian).
+_FIELDS = {'png_w': (16, 4, False), 'png_h': (20, 4, False), 'gif_w': (6, 2, True),
+           'gif_h': (8, 2, True), 'bmp_w': (18, 4, True), 'bmp_h': (22, 4, True),
+           'vp8x_w': (24, 3, True), 'vp8x_h': (27, 3, True), 'vp8l_bits': (21, 4, True),
+           'vp8_w': (26, 2, True), 'vp8_h': (28, 2, True)}
+_FIELD_TABLE = _table(list(_FIELDS.values()))
+# Magic bytes: column -> (at, bytes).
+_MAGIC = {'png': (0, b'\x89PNG\r\n\x1a\n'), 'jpeg': (0, b'\xff\xd8\xff'), 'gif87': (0, b'GIF87a'),
+          'gif89': (0, b'GIF89a'), 'bmp': (0, b'BM'), 'riff': (0, b'RIFF'), 'webp': (8, b'WEBP'),
+          'vp8x': (12, b'VP8X'), 'vp8l': (12, b'VP8L'), 'vp8': (12, b'VP8 ')}
 
 
-def _starts(b: tf.Tensor, n: tf.Tensor, magic: bytes, at: int = 0) -> tf.Tensor:
-  """Whether bytes at .. at + len(magic) of each row are `magic` (and present)."""
-  hit = tf.reduce_all(b[:, at:at + len(magic)] == tf.constant(list(magic), tf.int64), axis=1)
-  return hit & (n >= at + len(magic))
+def _magic_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  pattern, mask = np.zeros([len(_MAGIC), _HEAD], np.int64), np.zeros([len(_MAGIC), _HEAD], np.int64)
+  for m, (at, magic) in enumerate(_MAGIC.values()):
+    pattern[m, at:at + len(magic)], mask[m, at:at + len(magic)] = list(magic), 1
+  return pattern, mask, np.array([at + len(magic) for at, magic in _MAGIC.values()], np.int64)
 
 
 def _where(cases: list[tuple[tf.Tensor, tf.Tensor]], default: tf.Tensor) -> tf.Tensor:
@@ -85,53 +111,61 @@ def _where(cases: list[tuple[tf.Tensor, tf.Tensor]], default: tf.Tensor) -> tf.T
   return out
 
 
-def _webp_size(b: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-  minus = -tf.ones_like(n)
-  vp8x, vp8l = _starts(b, n, b'VP8X', 12) & (n >= 30), _starts(b, n, b'VP8L', 12) & (n >= 25)
-  vp8 = _starts(b, n, b'VP8 ', 12) & (n >= 30)
-  bits, low14 = _le(b, 21, 4), lambda x: tf.bitwise.bitwise_and(x, 0x3FFF)
-  h = _where([(vp8x, _le(b, 27, 3) + 1), (vp8l, low14(tf.bitwise.right_shift(bits, 14)) + 1),
-              (vp8, low14(_le(b, 28, 2)))], minus)
-  w = _where([(vp8x, _le(b, 24, 3) + 1), (vp8l, low14(bits) + 1),
-              (vp8, low14(_le(b, 26, 2)))], minus)
-  return h, w
+def _signed32(x: tf.Tensor) -> tf.Tensor:
+  return tf.where(x >= 1 << 31, x - (1 << 32), x)
+
+
+# The JPEG marker after FF, by kind: a fill byte, a marker without a length, start of scan,
+# start of frame (holds the size), any other segment.
+_FILL, _BARE, _SOS, _SOF, _SEGMENT = range(5)
+_MARKERS = np.full([256], _SEGMENT, np.int64)
+_MARKERS[[0xD8, 0x01] + list(range(0xD0, 0xD8))] = _BARE
+_MARKERS[[m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC)]] = _SOF
+_MARKERS[0xDA], _MARKERS[0xFF] = _SOS, _FILL
 
 
 def _jpeg_walk(images: tf.Tensor, n: tf.Tensor, active: tf.Tensor) -> tuple[tf.Tensor, ...]:
   """(height, width, offset of the first scan) of each JPEG, as filters._jpeg_info: the marker
   walk of all `active` rows at once, one marker per step."""
+  markers = tf.constant(_MARKERS)
+
+  def step(i, sof, scan, active, dead):
+    b = _bytes_at(images, n, i, 4)
+    live = active & (i + 4 <= n) & tf.equal(b[:, 0], 0xFF)
+    kind = tf.gather(markers, b[:, 1])
+    frame = live & tf.equal(kind, _SOF)
+    short = frame & (i + 9 > n)
+    end = live & tf.equal(kind, _SOS)
+    dead = dead | (active & ~live) | short  # no marker where one must be, or cut short
+    advance = _where([(tf.equal(kind, _FILL), 1), (tf.equal(kind, _BARE), 2)], 2 + b[:, 2] * 256 + b[:, 3])
+    return (tf.where(active, i + advance, i), tf.where(frame, i, sof), tf.where(end, i, scan),
+            active & live & ~short & ~end, dead)
+
+  zero = tf.zeros_like(n)
+  _, (_, sof, scan, left, dead) = tf.while_loop(  # (a loop costs less here than unrolled steps)
+      lambda k, s: (k < filters.MAX_JPEG_STEPS) & tf.reduce_any(s[3]),
+      lambda k, s: (k + 1, step(*s)), (tf.constant(0), (zero + 2, zero, zero, active,
+                                                         tf.zeros_like(active))))
+  bad = dead | left | tf.equal(sof, 0)  # cut short, out of steps, or no frame header
+  size = _bytes_at(images, n, sof + 5, 4)
   minus = -tf.ones_like(n)
-
-  def step(k, i, h, w, scan, active):
-    b = _bytes_at(images, i, 9)
-    marker, length = b[:, 1], _be(b, 2, 2)
-    live = active & (i + 4 <= n) & (b[:, 0] == 0xFF)
-    fill = live & (marker == 0xFF)
-    bare = live & ~fill & ((marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) &
-                                                                 (marker <= 0xD7)))
-    seg = live & ~fill & ~bare
-    sos = seg & (marker == 0xDA)
-    sof = (seg & ~sos & (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) &
-           (marker != 0xC8) & (marker != 0xCC))
-    short = sof & (i + 9 > n)
-    dead = (active & ~live) | short  # no marker where one must be, or cut short: (-1, -1, 0)
-    h = tf.where(dead, minus, tf.where(sof & ~short, _be(b, 5, 2), h))
-    w = tf.where(dead, minus, tf.where(sof & ~short, _be(b, 7, 2), w))
-    scan = tf.where(sos, i, scan)
-    i = _where([(fill, i + 1), (bare, i + 2), (seg & ~sos, i + 2 + length)], i)
-    return k + 1, i, h, w, scan, active & ~dead & ~sos
-
-  init = (tf.constant(0), tf.fill(tf.shape(n), tf.constant(2, tf.int64)), minus, minus,
-          tf.zeros_like(n), active)
-  _, _, h, w, scan, left = tf.while_loop(
-      lambda k, *s: (k < filters.MAX_JPEG_STEPS) & tf.reduce_any(s[-1]), step, init)
-  h, w = tf.where(left, minus, h), tf.where(left, minus, w)  # ran out of steps: as cut short
-  return h, w, tf.where(left, tf.zeros_like(scan), scan)
+  h = tf.where(bad, minus, size[:, 0] * 256 + size[:, 1])
+  w = tf.where(bad, minus, size[:, 2] * 256 + size[:, 3])
+  return h, w, tf.where(dead | left, zero, scan)
 
 
 def _has_end(images: tf.Tensor, n: tf.Tensor, scan: tf.Tensor) -> tf.Tensor:
-  """Whether an end-of-image marker (FF D9) starts at or after `scan` (0: not looked for)."""
-  start = tf.where(scan > 0, scan, n)
+  """Whether an end-of-image marker (FF D9) starts at or after `scan` (0: not looked for):
+  looked for in the last KB first, the rest only for the rows not found there (as filters)."""
+  look = scan > 0
+  found = _contains_end(images, n, tf.where(look, tf.maximum(scan, n - 1024), n))
+  rest = look & ~found
+  return found | tf.cond(tf.reduce_any(rest),
+                         lambda: _contains_end(images, n, tf.where(rest, scan, n)),
+                         lambda: tf.zeros_like(rest))
+
+
+def _contains_end(images: tf.Tensor, n: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
   tail = tf.strings.substr(images, start, n - start)
   return tf.strings.split(tail, sep=b'\xff\xd9', maxsplit=1).row_lengths() > 1
 
@@ -140,27 +174,33 @@ def header_sizes(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """(format code: 0 none, 1 png, 2 jpeg, 3 gif, 4 bmp, 5 webp; height; width), int64 [N],
   as filters.image_format_and_size (-1 sizes: cut short)."""
   n = tf.cast(tf.strings.length(images), tf.int64)
-  b = _bytes_at(images, tf.zeros_like(n), _HEAD)
-  png = _starts(b, n, b'\x89PNG\r\n\x1a\n')
-  jpeg = ~png & _starts(b, n, b'\xff\xd8\xff')
-  gif = ~png & ~jpeg & (_starts(b, n, b'GIF87a') | _starts(b, n, b'GIF89a'))
-  bmp = ~png & ~jpeg & ~gif & _starts(b, n, b'BM')
-  webp = ~png & ~jpeg & ~gif & ~bmp & _starts(b, n, b'RIFF') & _starts(b, n, b'WEBP', 8)
+  b = _bytes_at(images, n, tf.zeros_like(n), _HEAD)
+  pattern, mask, need = _magic_tables()
+  differ = tf.cast(tf.not_equal(b[:, None, :], pattern[None]), tf.int64) * mask[None]
+  hits = tf.equal(tf.reduce_sum(differ, axis=2), 0) & (n[:, None] >= need[None])
+  m = {name: hits[:, k] for k, name in enumerate(_MAGIC)}
+  png, jpeg = m['png'], ~m['png'] & m['jpeg']
+  gif = ~png & ~jpeg & (m['gif87'] | m['gif89'])
+  bmp = ~png & ~jpeg & ~gif & m['bmp']
+  webp = ~png & ~jpeg & ~gif & ~bmp & m['riff'] & m['webp']
   fmt = _where([(png, _PNG), (jpeg, _JPEG), (gif, _GIF), (bmp, _BMP), (webp, _WEBP)],
                tf.zeros_like(n))
-  minus = -tf.ones_like(n)
+  v = tf.linalg.matmul(b, tf.constant(_FIELD_TABLE))
+  f = {name: v[:, k] for k, name in enumerate(_FIELDS)}
   jh, jw, scan = _jpeg_walk(images, n, jpeg)
   cut = (scan > 0) & ~_has_end(images, n, scan)
-  jh, jw = tf.where(cut, minus, jh), tf.where(cut, minus, jw)
-  bmp_h = _le(b, 22, 4)
-  bmp_h = tf.abs(tf.where(bmp_h >= 1 << 31, bmp_h - (1 << 32), bmp_h))
-  bmp_w = _le(b, 18, 4)
-  bmp_w = tf.where(bmp_w >= 1 << 31, bmp_w - (1 << 32), bmp_w)
-  wh, ww = _webp_size(b, n)
-  h = _where([(png & (n >= 24), _be(b, 20, 4)), (jpeg, jh), (gif & (n >= 10), _le(b, 8, 2)),
-              (bmp & (n >= 26), bmp_h), (webp, wh)], minus)
-  w = _where([(png & (n >= 24), _be(b, 16, 4)), (jpeg, jw), (gif & (n >= 10), _le(b, 6, 2)),
-              (bmp & (n >= 26), bmp_w), (webp, ww)], minus)
+  bits, low14 = f['vp8l_bits'], lambda x: tf.bitwise.bitwise_and(x, 0x3FFF)
+  vp8x, vp8l = webp & m['vp8x'] & (n >= 30), webp & m['vp8l'] & (n >= 25)
+  vp8 = webp & m['vp8'] & (n >= 30)
+  minus = -tf.ones_like(n)
+  h = _where([(png & (n >= 24), f['png_h']), (jpeg & cut, minus), (jpeg, jh),
+              (gif & (n >= 10), f['gif_h']), (bmp & (n >= 26), tf.abs(_signed32(f['bmp_h']))),
+              (vp8x, f['vp8x_h'] + 1), (vp8l, low14(tf.bitwise.right_shift(bits, 14)) + 1),
+              (vp8, low14(f['vp8_h']))], minus)
+  w = _where([(png & (n >= 24), f['png_w']), (jpeg & cut, minus), (jpeg, jw),
+              (gif & (n >= 10), f['gif_w']), (bmp & (n >= 26), _signed32(f['bmp_w'])),
+              (vp8x, f['vp8x_w'] + 1), (vp8l, low14(bits) + 1), (vp8, low14(f['vp8_w']))],
+             minus)
   return fmt, h, w
 
 

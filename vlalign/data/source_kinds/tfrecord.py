@@ -17,6 +17,7 @@ e.g. tools/convert's output: what tf.data service workers can run). Both paths g
 (once per file version and process) and, when a Monitor is given, its count (once per chunk).
 """
 
+import functools
 import threading
 
 import numpy as np
@@ -80,9 +81,16 @@ def _bytes_features(record: bytes, keys: tuple[str, str, str]) -> bool:
              for k in keys)
 
 
+@functools.lru_cache(maxsize=8)
+def _parser(keys: tuple[str, str, str]):
+  """parse_batch as one traced function per feature keys (no retracing per batch)."""
+  return tf.function(lambda r: native_checks.parse_batch(r, keys)[1],
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+
+
 def _tf_parses(records: list[bytes], keys: tuple[str, str, str]) -> bool:
   try:
-    native_checks.parse_batch(tf.constant(records, tf.string), keys)
+    _parser(keys)(tf.constant(records, tf.string))
   except (tf.errors.InvalidArgumentError, tf.errors.DataLossError):
     return False
   return True
