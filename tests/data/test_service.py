@@ -146,6 +146,8 @@ def test_train_iterator_hook_gives_batches_from_the_service(small_dataset, two_w
   it = pipeline.TrainIterator(cfg, [_src(small_dataset)], tok, seed=0)
   batches = [next(it) for _ in range(3)]
   it.close()
+  assert "'tfrecord:test' (read by the tf.data service workers of localhost:" in (
+      it.monitors[0].describe())  # what a stall message says of a served source
   assert batches[0]['image'].shape == (8, 16, 16, 3) and batches[0]['tokens'].shape == (8, 16)
   assert np.isfinite(batches[2]['image']).all()
 

@@ -304,8 +304,8 @@ class TrainIterator:
     checks = checks or filters.Checks.from_config(data_cfg)
     per_host = data_cfg.global_batch // process_count
     streams = []
-    self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
     served = data_cfg.get('service_address', '')
+    self.monitors = [sources_lib.Monitor(src.spec, served) for src in srcs]
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
       stream = positioned_stream(src, data_cfg, checks, seed=seed_s,
