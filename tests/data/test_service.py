@@ -151,3 +151,16 @@ def test_train_iterator_hook_gives_batches_from_the_service(small_dataset, two_w
   assert batches[0]['image'].shape == (8, 16, 16, 3) and batches[0]['tokens'].shape == (8, 16)
   assert np.isfinite(batches[2]['image']).all()
 
+
+
+def test_a_python_tokenizer_in_a_worker_side_view_is_refused_naming_the_stage(small_dataset):
+  from vlalign.data import tokenizers  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.data.max_len = 16
+  config.data.tokenizer.kind = 'bpe'  # CLIP's BPE runs in Python (tf.numpy_function)
+  cfg = _cfg()
+  cfg.service_address, cfg.views.text_eda = 'localhost:1', True
+  with pytest.raises(config_lib.ConfigError, match=r"source 0's decoding / extra views \("
+                                                   r"config.data.views, the tokenizer\).*PyFunc"):
+    pipeline.TrainIterator(cfg, [_src(small_dataset, 1)], tokenizers.make_tokenizer(config.data),
+                           seed=0)
