@@ -29,7 +29,6 @@ Mixing (config.data.mixing) over several sources:
 
 import dataclasses
 import gc
-import logging
 import weakref
 from typing import Callable, Iterator
 
@@ -259,22 +258,6 @@ class DataState:
     return state
 
 
-def _served(stream: tf.data.Dataset, examples: tf.data.Dataset, src: sources_lib.Source,
-            s: int, address: str) -> tf.data.Dataset:
-  """Source s's examples produced by the tf.data service at `address`; a ConfigError naming
-  the stage when its reader, or a stage after it, calls Python (data/service.py)."""
-  reader = (f'config.data.sources[{s}]={src.spec!r}: the {src.kind} reader'
-            + (' (its Python pre-check and fallback; config.data.tfrecord_reader=\'graph\' '
-               'reads trusted shards by TF ops alone)'
-               if src.kind in ('tfrecord', 'embedded') else ''))
-  service_lib.check_graph(stream, reader)
-  service_lib.check_graph(examples, f'source {s}\'s decoding / extra views (config.data.views, '
-                          f'the tokenizer) / concepts')
-  logging.info('data: source %d %r from the tf.data service at %s (dynamic sharding)', s,
-               src.spec, address)
-  return service_lib.distribute(examples, address)
-
-
 class TrainIterator:
   """NumPy batches ('image', 'tokens') of this host, plus the data state to resume from."""
 
@@ -314,7 +297,8 @@ class TrainIterator:
                                  monitor=None if served else self.monitors[s])
       examples = good_examples(stream, data_cfg, seed=seed_s, source_id=s,
                                tokenizer=tokenizer, concepts=concepts, served=bool(served))
-      streams.append(_served(stream, examples, src, s, served) if served else examples)
+      streams.append(service_lib.serve(stream, examples, src, s, served) if served else
+                     examples)
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':

@@ -13,6 +13,8 @@ numpy_function, py_function) cannot cross; `check_graph` refuses such a pipeline
 naming the stage that brings it.
 """
 
+import logging
+
 import tensorflow as tf
 
 PYTHON_OPS = frozenset({'PyFunc', 'PyFuncStateless', 'EagerPyFunc'})
@@ -46,3 +48,19 @@ def distribute(ds: tf.data.Dataset, address: str) -> tf.data.Dataset:
   return ds.apply(tf.data.experimental.service.distribute(
       processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
       service=address if '://' in address else f'grpc://{address}'))
+
+
+def serve(stream: tf.data.Dataset, examples: tf.data.Dataset, src, s: int, address: str
+          ) -> tf.data.Dataset:
+  """Source s's (a sources.Source `src`) examples produced by the tf.data service at `address`;
+  a ConfigError naming the stage when its raw `stream`, or the stages after it, call Python."""
+  reader = (f'config.data.sources[{s}]={src.spec!r}: the {src.kind} reader'
+            + (' (its Python pre-check and fallback; config.data.tfrecord_reader=\'graph\' '
+               'reads trusted shards by TF ops alone)'
+               if src.kind in ('tfrecord', 'embedded') else ''))
+  check_graph(stream, reader)
+  check_graph(examples, f'source {s}\'s decoding / extra views (config.data.views, '
+              f'the tokenizer) / concepts')
+  logging.info('data: source %d %r from the tf.data service at %s (dynamic sharding)', s,
+               src.spec, address)
+  return distribute(examples, address)
