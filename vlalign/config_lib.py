@@ -103,7 +103,11 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # 'native': tfrecord shards that pass a pre-check (framing, every record an Example) are
       # read, parsed and checked in the graph (TFRecordDataset, data/native_checks.py); others,
       # and all when data.filters needs a stats_file, by the Python reader. 'python': all by it.
+      # 'graph': all in the graph with no pre-check (trusted shards; what service_address needs).
       'tfrecord_reader': 'native',
+      # host:port of a tf.data service dispatcher (vlalign.tools.data_service): each source's
+      # reading, checks, decoding and augmentation run on its workers ('' = on this host).
+      'service_address': '',
       # How hosts split the input (multi-process runs): 'files' (each reads its own shards:
       # I/O scales, batches depend on the process count) or 'batch' (each reads the global
       # record stream and decodes its slice of every global batch: identical batches for any
@@ -395,7 +399,10 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
   _check_int(d.eval_batch, 'data.eval_batch', 1)
   _check_int(d.shuffle_buffer, 'data.shuffle_buffer', 1)
   _check_int(d.cycle_length, 'data.cycle_length', 1)
-  _check_choice(d.tfrecord_reader, 'data.tfrecord_reader', ('native', 'python'))
+  _check_choice(d.tfrecord_reader, 'data.tfrecord_reader', ('native', 'python', 'graph'))
+  _check(isinstance(d.service_address, str) and (
+      not d.service_address or re.fullmatch(r'(grpc://)?[^\s:/]+:\d+', d.service_address)),
+         'data.service_address', f'must be \'\' or host:port, got {d.service_address!r}')
   _check_int(d.prefetch, 'data.prefetch', 0)
   for name in ('random_crop', 'flip', 'dct_scaling'):
     _check(isinstance(d[name], bool), f'data.{name}', f'must be True or False, got {d[name]!r}')

@@ -354,7 +354,7 @@ def _placed(state: pipeline.DataState, config, version: int) -> pipeline.DataSta
     raise checkpoint.CheckpointMismatchError(
         f'the checkpoint\'s data state (format {version}) gives stream positions '
         f'{state.positions} in the record order of vlalign before data format '
-        f'{pipeline.STATE_VERSION} (groups of files, data/groups.py), which this version cannot '
+        f'{pipeline.STATE_VERSION} (groups of files in an order drawn by TF ops, data/groups.py), which this version cannot '
         f'continue exactly; resume with the version that wrote it, or set '
         f'config.resume_allow_changes=True to go on with each data stream restarted from its '
         f'first record')

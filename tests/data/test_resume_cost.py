@@ -79,11 +79,18 @@ def test_a_data_state_of_the_previous_format_resumes_from_the_start_or_stops_wit
   config.resume_allow_changes = True  # deliberate: the stream restarts, the counts are kept
   state = train._data_state(item, config)
   assert state.cursor(0) == groups.Cursor() and state.unplaced() == []
+  config.resume_allow_changes = False  # format 3: groups of the NumPy file order of before
+  item = _item(3, [320])[1]
+  item['hosts'] = [[0, 0, 320, 0, 5, 2] + [0] * pipeline.NUM_REASONS]
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r'format 3\) gives stream'):
+    train._data_state(item, config)
+  item['hosts'] = [[0, 0, 0, 0, 0, 0] + [0] * pipeline.NUM_REASONS]
+  assert train._data_state(item, config).cursor(0) == groups.Cursor()
   with pytest.raises(checkpoint.CheckpointMismatchError, match='format 1'):
     train._data_state({'position': 64}, config_lib.base_config())
   saved = train.data_item(config, [pipeline.DataState([9], [8], [[0] * pipeline.NUM_REASONS],
                                                       groups=[2], in_group=[3]).to_vector()])
-  assert saved['version'] == 3 and train._data_state(saved, config).cursor(0) == groups.Cursor(
+  assert saved['version'] == 4 and train._data_state(saved, config).cursor(0) == groups.Cursor(
       9, 2, 3)
 
 

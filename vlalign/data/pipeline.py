@@ -38,6 +38,7 @@ import tensorflow as tf
 from vlalign.data import concepts as concepts_lib
 from vlalign.data import fetcher, filters, image_ops, safe_io, views
 from vlalign.data import groups as groups_lib
+from vlalign.data import service as service_lib
 from vlalign.data import sources as sources_lib
 from vlalign.data.source_kinds import base as kind_base
 from vlalign.data.spec import MIXINGS, DataError
@@ -97,26 +98,32 @@ def record_stream(source: sources_lib.Source, data_cfg, checks: filters.Checks, 
 
 def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: int,
                   tokenizer: Tokenizer | None = None,
-                  concepts: concepts_lib.Concepts | None = None) -> tf.data.Dataset:
+                  concepts: concepts_lib.Concepts | None = None,
+                  served: bool = False) -> tf.data.Dataset:
   """Decoded, augmented examples (image, caption `text`) of a positioned stream, each with its
   stream `index`, `group` and `place` in it, host-local record number `local`, the running per-reason skip `counts` and
   its `source`. Captions are tokenized per batch (tokenize_batches): one vectorised call costs
   far less than a call per example. Extra views a method asks for (config.data.views:
   image2, tokens_mlm + mlm_labels, tokens_eda; data/views.py) are made here, keyed like the
   first view; they need the `tokenizer`. With `concepts` (ViCHA, data/concepts.py) each
-  example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file)."""
+  example also gets its sampled 'concept_text' and 'concept_found' (its id is in the file).
+  `served` (tf.data service, where `index` is a worker's count): `counts` holds the records
+  skipped since the previous kept one of this worker's stream, not a running total, and the
+  augmentation is keyed on (seed, group, place) instead of (seed, index)."""
 
   def count(counts, x):
     local, (index, (group, place), (image, text, uid, reason)) = x
     counts = counts + tf.one_hot(reason, NUM_REASONS, dtype=tf.int64) * tf.cast(reason > 0,
                                                                                 tf.int64)
-    return counts, {'local': local, 'index': index, 'group': group, 'place': place,
+    after = tf.where(tf.equal(reason, 0), tf.zeros_like(counts), counts) if served else counts
+    return after, {'local': local, 'index': index, 'group': group, 'place': place,
                     'image': image, 'text': text, 'id': uid, 'reason': reason, 'counts': counts}
 
   extra = views.wanted(data_cfg.get('views'))
 
   def prepare(e):
-    key = tf.stack([tf.cast(seed, tf.int64), e['index']])
+    where = e['group'] * (1 << 32) + e['place'] if served else e['index']
+    key = tf.stack([tf.cast(seed, tf.int64), where])
     # Strong views need the whole image; otherwise only the crop's window is decoded.
     strong1 = extra and data_cfg.views.get('image1_strong', False)
     decoded = (image_ops.decode(e['image'])
@@ -193,8 +200,10 @@ def _draws(weights: np.ndarray, seed: int, start: int) -> tf.data.Dataset:
 
 
 # The layout of DataState.to_vector: 3 adds each source's group cursor (groups.py); versions 1
-# and 2 hold positions in the stream of before (one shuffle buffer over the whole stream).
-STATE_VERSION = 3
+# and 2 hold positions in the stream of before (one shuffle buffer over the whole stream). 4 has
+# 3's layout, with each epoch's file order drawn by TF ops (groups.file_order) instead of NumPy's
+# RandomState: a format-3 cursor names a group of the old order, so it counts as unplaced.
+STATE_VERSION = 4
 
 
 @dataclasses.dataclass
@@ -246,7 +255,7 @@ class DataState:
     pad = [0] * (lead + NUM_REASONS - width)  # reasons appended since: none counted yet
     state = cls([r[0] for r in rows], [r[1] for r in rows], [r[lead:] + pad for r in rows],
                 v[0], v[1])
-    if lead == 4:
+    if version >= 4:
       state.groups, state.in_group = [r[2] for r in rows], [r[3] for r in rows]
     return state
 
@@ -280,14 +289,18 @@ class TrainIterator:
     checks = checks or filters.Checks.from_config(data_cfg)
     per_host = data_cfg.global_batch // process_count
     streams = []
-    self.monitors = [sources_lib.Monitor(src.spec) for src in srcs]
+    served = data_cfg.get('service_address', '')
+    self.monitors = [sources_lib.Monitor(src.spec, served) for src in srcs]
     for s, src in enumerate(srcs):
       seed_s = source_seed(seed, s)
       stream = positioned_stream(src, data_cfg, checks, seed=seed_s,
                                  process_index=process_index, process_count=process_count,
-                                 start=self._cursors[s], monitor=self.monitors[s])
-      streams.append(good_examples(stream, data_cfg, seed=seed_s, source_id=s,
-                                   tokenizer=tokenizer, concepts=concepts))
+                                 start=self._cursors[s],
+                                 monitor=None if served else self.monitors[s])
+      examples = good_examples(stream, data_cfg, seed=seed_s, source_id=s,
+                               tokenizer=tokenizer, concepts=concepts, served=bool(served))
+      streams.append(service_lib.serve(stream, examples, src, s, served) if served else
+                     examples)
     if data_cfg.mixing == 'none':
       ds = streams[0].batch(per_host, drop_remainder=True)
     elif data_cfg.mixing == 'weighted':
@@ -301,6 +314,7 @@ class TrainIterator:
     ds = tokenize_batches(ds, tokenizer, seed=seed, zerovl_text_aug=data_cfg.zerovl_text_aug,
                           concept_len=concepts.max_len if concepts else 0)
     self._concepts = concepts
+    self._served = bool(served)
     self._it = fetcher.Fetcher(ds.prefetch(data_cfg.prefetch).as_numpy_iterator(),
                                self.monitors, data_cfg.get('max_wait_seconds', 600.0))
     weakref.finalize(self, self._it.close)
@@ -329,7 +343,8 @@ class TrainIterator:
       self._cursors[s] = groups_lib.Cursor(int(index[last]) + 1, int(group[last]),
                                        int(place[last]) + 1)
       self._last_local[s] = int(local[last])
-      self._counts[s] = counts[last]
+      # Under the service: the sum of per-worker deltas (pipeline.good_examples).
+      self._counts[s] = self._counts[s] + counts[rows].sum(0) if self._served else counts[last]
       self._good[s] += len(rows)
     self._examples += len(src)
     self._batches += 1
@@ -349,8 +364,9 @@ class TrainIterator:
 
   def _skipped(self, s: int) -> np.ndarray:
     counts = np.asarray(self._base.skipped[s], np.int64) + self._counts[s]
-    undecodable = self._last_local[s] + 1 - self._good[s] - int(self._counts[s].sum())
-    counts[filters.CODE['corrupt_image']] += undecodable
+    if not self._served:  # a worker's host-local numbering says nothing here
+      undecodable = self._last_local[s] + 1 - self._good[s] - int(self._counts[s].sum())
+      counts[filters.CODE['corrupt_image']] += undecodable
     return counts
 
   def skipped(self) -> np.ndarray:

@@ -71,8 +71,9 @@ class Monitor:
   training included), visible while no batch comes; and a switch that ends the file readers'
   streams (TFDS streams are not switched off: they end with the process)."""
 
-  def __init__(self, spec: str):
+  def __init__(self, spec: str, served_by: str = ''):
     self.spec = spec
+    self.served_by = served_by  # a tf.data service dispatcher: the readers run on its workers
     self.counts = [0] * len(filters.REASONS)
     self.cancelled = threading.Event()
     self._lock = threading.Lock()
@@ -99,6 +100,9 @@ class Monitor:
 
   def describe(self) -> str:
     """'<spec>': N read, K usable, skipped {reason: n}."""
+    if self.served_by:
+      return (f'{self.spec!r} (read by the tf.data service workers of {self.served_by}, '
+              f'data.service_address: are they running?)')
     with self._lock:
       counts = list(self.counts)
     return (f'{self.spec!r}: {sum(counts)} records read, {counts[0]} usable, skipped '

@@ -94,9 +94,10 @@ class FileKind(Kind):
     and keeps every process_count-th record of each group (example-level split)."""
     mine, shard_examples = host_files(source.files, process_index, process_count)
     cycle = min(data_cfg.get('cycle_length', 8), len(mine))
-    alive = (lambda: not monitor.cancelled.is_set()) if monitor else (lambda: True)
-    plan = lambda: groups.file_groups(mine, cycle, seed=seed, shuffle=not shard_examples,
-                                      start=start, epochs=epochs, alive=alive)
+    plan = groups.file_plan(mine, cycle, seed=seed, shuffle=not shard_examples, start=start,
+                            epochs=epochs)
+    if monitor:  # a Python predicate: no further group is opened once the pipeline closes
+      plan = plan.take_while(lambda *unused: monitor.alive(None))
 
     def make_group(paths):
       files = tf.data.Dataset.from_tensor_slices(paths)

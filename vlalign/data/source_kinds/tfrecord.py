@@ -12,7 +12,8 @@ its parser would stop the stream on a record that is not an Example). A shard th
 read by the Python reader (sources.read_tfrecord), record by record, so its good records are
 kept and the bad ones counted by reason. So is every shard when config.data.filters uses corpus
 statistics (max_shared_text / min_unigram_count: native_checks.supports), and every shard with
-'python'. Both paths give the same records, ids and reasons in the same order
+'python'. 'graph' puts every shard on the native path with no pre-check (for trusted shards,
+e.g. tools/convert's output: what tf.data service workers can run). Both paths give the same records, ids and reasons in the same order
 (tests/data/test_native_checks.py). Python callbacks left on the native path: the pre-check
 (once per file version and process) and, when a Monitor is given, its count (once per chunk).
 """
@@ -101,7 +102,10 @@ class TFRecord(base.FileKind):
   def file_records(self, path, data_cfg, checks, monitor):
     """The shard read in the graph when its pre-check passes, else by the Python reader."""
     python = super().file_records
-    if (data_cfg.get('tfrecord_reader', 'native') != 'native' or
+    reader = data_cfg.get('tfrecord_reader', 'native')
+    if reader == 'graph':
+      return self._graph_only(path, data_cfg, checks, monitor)
+    if (reader != 'native' or
         not native_checks.supports(checks)):
       return python(path, data_cfg, checks, monitor)
     keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
@@ -112,6 +116,18 @@ class TFRecord(base.FileKind):
     return one.take(native).flat_map(lambda p: self._native(p, keys, checks, monitor)
                                      ).concatenate(one.take(1 - native).flat_map(
                                          lambda p: python(p, data_cfg, checks, monitor)))
+
+  def _graph_only(self, path, data_cfg, checks, monitor):
+    """'graph': every shard on the native path without the Python pre-check, so the reader runs
+    on tf.data service workers; for trusted shards (tools/convert's output, checked when
+    written): a hostile length field or a truncated shard is not caught here."""
+    if not native_checks.supports(checks):
+      from vlalign.config_lib import ConfigError  # pylint: disable=g-import-not-at-top
+      raise ConfigError('config.data.tfrecord_reader: \'graph\' cannot apply the corpus '
+                        'filters (data.filters max_shared_text / min_unigram_count); use '
+                        '\'native\' or turn them off')
+    keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+    return self._native(path, keys, checks, monitor)
 
   def _native(self, path, keys, checks, monitor):
     """(image, text, id, reason) of a clean shard: TFRecordDataset, then parse_example and the
