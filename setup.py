@@ -13,7 +13,9 @@ REQUIREMENTS = [l.strip() for l in (HERE / 'requirements.txt').read_text().split
                 if l.strip() and not l.startswith('#')]
 SCRIPTS = {'vlalign-train': 'train', 'vlalign-eval': 'evaluate', 'vlalign-embed': 'embed',
            'vlalign-search': 'search', 'vlalign-summary': 'summary', 'vlalign-convert': 'convert',
-           'vlalign-build-vocab': 'build_vocab', 'vlalign-concepts': 'concepts'}
+           'vlalign-build-vocab': 'build_vocab', 'vlalign-concepts': 'concepts',
+           'vlalign-import-weights': 'import_weights', 'vlalign-export': 'export',
+           'vlalign-data-service': 'data_service'}
 
 setup(
     name='vlalign',

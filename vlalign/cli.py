@@ -19,6 +19,9 @@ SCRIPTS = {
     'vlalign-convert': 'vlalign.tools.convert',
     'vlalign-build-vocab': 'vlalign.tools.build_vocab',
     'vlalign-concepts': 'vlalign.tools.concepts',
+    'vlalign-import-weights': 'vlalign.tools.import_weights',
+    'vlalign-export': 'vlalign.tools.export',
+    'vlalign-data-service': 'vlalign.tools.data_service',
 }
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -166,3 +169,18 @@ def build_vocab() -> None:
 def concepts() -> None:
   """vlalign-concepts: python -m vlalign.tools.concepts."""
   run(SCRIPTS['vlalign-concepts'])
+
+
+def import_weights() -> None:
+  """vlalign-import-weights: python -m vlalign.tools.import_weights."""
+  run(SCRIPTS['vlalign-import-weights'])
+
+
+def export() -> None:
+  """vlalign-export: python -m vlalign.tools.export."""
+  run(SCRIPTS['vlalign-export'])
+
+
+def data_service() -> None:
+  """vlalign-data-service: python -m vlalign.tools.data_service."""
+  run(SCRIPTS['vlalign-data-service'])
