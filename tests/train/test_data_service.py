@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-
 from tests.train.test_main import ROOT, read_metrics, run_main
 
 
