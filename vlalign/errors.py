@@ -112,8 +112,14 @@ def exit_at_once_in_pods(prog: str) -> Iterator[None]:
       traceback.print_exc()
       msg = (f'{where}: {type(e).__name__}: {first}; exiting at once (an ordinary exit would '
              f'wait for every peer at JAX\'s shutdown barrier)')
-    print(msg, file=sys.stderr, flush=True)
-    os._exit(1)  # pylint: disable=protected-access
+    exit_now(msg)
+
+
+def exit_now(msg: str) -> None:
+  """Prints `msg` on stderr and ends the process with status 1 at once (no cleanup: other
+  threads may wait in a collective or in JAX's shutdown barrier, which nothing else ends)."""
+  print(msg, file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def check_tfds(name: str, data_dir: str, field: str):

@@ -98,11 +98,9 @@ def align_processes(name: str, timeout_s: float = COMPILE_SKEW_S) -> None:
 
 
 def _exit_one_line(msg: str) -> None:
-  """Logs `msg`, prints it on stderr and ends the process with status 1 at once: the other
-  threads may wait in a collective or in JAX's shutdown barrier, which nothing else ends."""
+  """Logs `msg`, then errors.exit_now: on stderr, status 1 at once."""
   logging.error('%s', msg)
-  print(msg, file=sys.stderr, flush=True)
-  os._exit(1)
+  errors.exit_now(msg)
 
 
 BACKSTOP_GRACE_S = 20.0
