@@ -87,6 +87,11 @@ def _bytes_features(record: bytes, keys: tuple[str, str, str]) -> bool:
   return True
 
 
+def _keys(data_cfg) -> tuple[str, str, str]:
+  """The (image, text, id) feature names of config.data."""
+  return data_cfg.image_key, data_cfg.text_key, data_cfg.id_key
+
+
 def _unknown(message) -> bool:
   return len(unknown_fields.UnknownFieldSet(message)) > 0
 
@@ -97,7 +102,7 @@ class TFRecord(base.FileKind):
 
   def read(self, path, data_cfg, checks):
     return sources_lib.read_tfrecord(
-        path, (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key), checks)
+        path, _keys(data_cfg), checks)
 
   def file_records(self, path, data_cfg, checks, monitor):
     """The shard read in the graph when its pre-check passes, else by the Python reader."""
@@ -108,7 +113,7 @@ class TFRecord(base.FileKind):
     if (reader != 'native' or
         not native_checks.supports(checks)):
       return python(path, data_cfg, checks, monitor)
-    keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
+    keys = _keys(data_cfg)
     ok = tf.numpy_function(lambda p: np.bool_(clean(p.decode(), checks.max_record_bytes, keys)),
                            [path], tf.bool, stateful=True)
     native = tf.cast(tf.reshape(ok, []), tf.int64)
@@ -126,8 +131,7 @@ class TFRecord(base.FileKind):
       raise ConfigError('config.data.tfrecord_reader: \'graph\' cannot apply the corpus '
                         'filters (data.filters max_shared_text / min_unigram_count); use '
                         '\'native\' or turn them off')
-    keys = (data_cfg.image_key, data_cfg.text_key, data_cfg.id_key)
-    return self._native(path, keys, checks, monitor)
+    return self._native(path, _keys(data_cfg), checks, monitor)
 
   def _native(self, path, keys, checks, monitor):
     """(image, text, id, reason) of a clean shard: TFRecordDataset, then parse_example and the
