@@ -20,13 +20,17 @@ Regimes:
               (a quarter's from the quarter's, as it would be for a smaller corpus).
   pretrained  first (once) `configs/pretrain_towers.py` trains the towers without any pairing
               (SimSiam on the images, MLM on the captions of the full training set, used as two
-              unpaired collections) into <runs_dir>/pretrain_towers; every run then starts both
-              towers from it (`model.image.init_from` / `model.text.init_from` =
-              `vlalign:<that workdir>`; projections and temperature fresh) and tokenizes with
-              its vocabulary (`data.tokenizer.vocab_file`, a copy in that workdir).
+              unpaired collections) into <runs_dir>/pretrain_towers (lr 3e-3, for the text
+              tower) and, with its `image` option (lr 1e-4, where SimSiam does not collapse),
+              <runs_dir>/pretrain_image; every run then starts its image tower from the second
+              and its text tower from the first (`model.image.init_from` /
+              `model.text.init_from` = `vlalign:<workdir>`; projections and temperature fresh)
+              and tokenizes with the vocabulary (`data.tokenizer.vocab_file`, a copy in
+              <runs_dir>/pretrain_towers).
 Ablations (--ablations): ABLATIONS[recipe], each a list of config overrides on top of the recipe.
 
-Runs are sequential (a run uses every core), niced (--nice), and resumable: a run already in
+Runs are sequential (a run uses every core; `--shard i/n` splits the plan between n such
+processes, e.g. each pinned to a core with `taskset -c i`), niced (--nice), and resumable: a run already in
 --results (same recipe, variant, regime, size, seed and budget) is skipped, a workdir already
 holding eval/heldout.json of the budget's last step is read back; each finished run is appended
 to --results with its learning curve. The table (data_efficiency_report.py) and the plot
@@ -50,6 +54,8 @@ RECIPES = report.RECIPES
 REGIMES = ('scratch', 'pretrained')
 PRETRAIN_CONFIG = 'configs/pretrain_towers.py'
 PRETRAIN_NAME = 'pretrain_towers'
+# The pretraining runs: workdir name -> config option (the image tower's run is the second).
+PRETRAIN_RUNS = {PRETRAIN_NAME: '', 'pretrain_image': 'image'}
 # The embedded data's training sizes of the small configs (config_lib's defaults).
 FULL_SIZES = {'studio': 12000, 'sketch': 6000}
 SIZES = report.SIZES
@@ -87,21 +93,26 @@ def run_name(recipe: str, variant: str, regime: str, size: str, seed: int) -> st
   return f'{recipe}{"-" + variant if variant else ""}_{regime}_{size}_s{seed}'
 
 
+def image_pretrain_dir(pretrain_dir: str) -> str:
+  """The image tower's pretraining workdir, next to <runs_dir>/pretrain_towers."""
+  return os.path.join(os.path.dirname(pretrain_dir), 'pretrain_image')
+
+
 def regime_overrides(regime: str, pretrain_dir: str) -> list[str]:
-  """The config overrides of a regime ('pretrained': both towers and the vocabulary from the
-  pretraining workdir)."""
+  """The config overrides of a regime ('pretrained': the text tower and the vocabulary from the
+  pretraining workdir, the image tower from its `image` twin)."""
   if regime == 'scratch':
     return []
   if regime != 'pretrained':
     raise ValueError(f'unknown regime {regime!r}; known: {REGIMES}')
-  return [f'model.image.init_from=vlalign:{pretrain_dir}',
+  return [f'model.image.init_from=vlalign:{image_pretrain_dir(pretrain_dir)}',
           f'model.text.init_from=vlalign:{pretrain_dir}',
           f'data.tokenizer.vocab_file={os.path.join(pretrain_dir, "vocab.txt")}']
 
 
 def command(recipe: str, variant: str, regime: str, size: str, seed: int, steps: int,
-            batch: int, workdir: str, pretrain_dir: str = '') -> list[str]:
-  """The vlalign.main command line of one run."""
+            batch: int, workdir: str, pretrain_dir: str = '', concepts: str = '') -> list[str]:
+  """The vlalign.main command line of one run (`concepts`: ViCHA's concepts file)."""
   overrides = [f'seed={seed}', f'total_steps={steps}', f'data.global_batch={batch}',
                f'optimizer.warmup_steps={max(1, steps // 12)}', f'checkpoint_every={steps}',
                f'log_every={max(1, steps // 12)}', f'eval_every={max(1, steps // 4)}']
@@ -110,13 +121,50 @@ def command(recipe: str, variant: str, regime: str, size: str, seed: int, steps:
   if variant:
     overrides += [o.format(batch=batch) for o in ABLATIONS[recipe][variant][0]]
   overrides += regime_overrides(regime, pretrain_dir)
+  if recipe == 'vicha' and concepts:
+    overrides.append(f'method.vicha.concepts_file={concepts}')
   return ([sys.executable, '-m', 'vlalign.main', f'--config={RECIPES[recipe][0]}',
            f'--workdir={workdir}'] + [f'--config.{o}' for o in overrides])
 
 
-def pretrain_command(workdir: str, seed: int = 0) -> list[str]:
-  """The unimodal pretraining run (its budget is the config's)."""
-  return [sys.executable, '-m', 'vlalign.main', f'--config={PRETRAIN_CONFIG}',
+def teacher_command(workdir: str, steps: int) -> list[str]:
+  """ViCHA's concepts teacher: the plain recipe on all pairs, `steps` x 256, seed 0."""
+  return ([sys.executable, '-m', 'vlalign.main', f'--config={RECIPES["clip"][0]}',
+           f'--workdir={workdir}'] +
+          [f'--config.{o}' for o in (f'total_steps={steps}', 'data.global_batch=256',
+                                     f'optimizer.warmup_steps={max(1, steps // 12)}',
+                                     f'checkpoint_every={steps}', f'eval_every={steps}',
+                                     'seed=0')])
+
+
+def ensure_concepts(args) -> str:
+  """ViCHA's concepts file (once): ViCHA ranks concept words per image with CLIP, a model
+  trained on far more pairs than ViCHA aligns; here the teacher is the plain recipe trained on
+  all pairs for --teacher_steps x 256 (<runs_dir>/concepts_teacher), then
+  `python -m vlalign.tools.concepts` writes <runs_dir>/vicha_concepts.jsonl."""
+  out = os.path.join(args.runs_dir, 'vicha_concepts.jsonl')
+  if os.path.exists(out):
+    return out
+  teacher = os.path.join(args.runs_dir, 'concepts_teacher')
+  if not os.path.exists(os.path.join(teacher, 'eval', 'heldout.json')):
+    rc, wall = _run(teacher_command(teacher, args.teacher_steps),
+                    os.path.join(args.runs_dir, 'concepts_teacher.log'), args.nice)
+    if rc != 0:
+      raise SystemExit(f'[concepts_teacher] failed (exit {rc}); see {teacher}.log')
+    print(f'[concepts_teacher] done in {wall / 60:.1f} min', flush=True)
+  cmd = [sys.executable, '-m', 'vlalign.tools.concepts', f'--workdir={teacher}',
+         f'--output={out}.tmp']
+  rc, _ = _run(cmd, os.path.join(args.runs_dir, 'vicha_concepts.log'), args.nice)
+  if rc != 0:
+    raise SystemExit(f'[vicha concepts] failed (exit {rc}); see {out}.log')
+  os.replace(out + '.tmp', out)
+  return out
+
+
+def pretrain_command(workdir: str, seed: int = 0, option: str = '') -> list[str]:
+  """A unimodal pretraining run (its budget is the config's)."""
+  return [sys.executable, '-m', 'vlalign.main',
+          f'--config={PRETRAIN_CONFIG}' + (f':{option}' if option else ''),
           f'--workdir={workdir}', f'--config.seed={seed}']
 
 
@@ -146,26 +194,29 @@ def curves(rows: list[dict]) -> dict:
 
 
 def ensure_pretrained(args) -> str:
-  """Runs the unimodal pretraining once; returns its workdir (with vocab.txt copied into it)."""
+  """Runs the unimodal pretraining runs once (PRETRAIN_RUNS); returns the text tower's workdir
+  (with vocab.txt copied into it; the image tower's is image_pretrain_dir of it)."""
+  for name, option in PRETRAIN_RUNS.items():
+    workdir = os.path.join(args.runs_dir, name)
+    if os.path.exists(os.path.join(workdir, 'eval', 'heldout.json')):
+      continue
+    # not started, or stopped early: (re)start, it resumes
+    rc, wall = _run(pretrain_command(workdir, option=option),
+                    os.path.join(args.runs_dir, name + '.log'), args.nice)
+    if rc != 0:
+      raise SystemExit(f'[{name}] failed (exit {rc}); see {workdir}.log')
+    print(f'[{name}] done in {wall / 60:.1f} min', flush=True)
   workdir = os.path.join(args.runs_dir, PRETRAIN_NAME)
   vocab = os.path.join(workdir, 'vocab.txt')
-  finished = os.path.exists(os.path.join(workdir, 'eval', 'heldout.json'))
-  if finished and os.path.exists(vocab):
-    return workdir
-  if not finished:  # not started, or stopped early: (re)start, it resumes
-    rc, wall = _run(pretrain_command(workdir), os.path.join(args.runs_dir, PRETRAIN_NAME + '.log'),
-                    args.nice)
-    if rc != 0:
-      raise SystemExit(f'[{PRETRAIN_NAME}] failed (exit {rc}); see {workdir}.log')
-    print(f'[{PRETRAIN_NAME}] done in {wall / 60:.1f} min', flush=True)
-  from vlalign import config_lib, train  # pylint: disable=import-outside-toplevel
-  config = config_lib.load_json(os.path.join(workdir, 'config.json'))
-  shutil.copyfile(train.prepare_data(config)['vocab'], vocab + '.tmp')
-  os.replace(vocab + '.tmp', vocab)
+  if not os.path.exists(vocab):
+    from vlalign import config_lib, train  # pylint: disable=import-outside-toplevel
+    config = config_lib.load_json(os.path.join(workdir, 'config.json'))
+    shutil.copyfile(train.prepare_data(config)['vocab'], vocab + '.tmp')
+    os.replace(vocab + '.tmp', vocab)
   return workdir
 
 
-def train_one(key: tuple, args, pretrain_dir: str) -> dict:
+def train_one(key: tuple, args, pretrain_dir: str, concepts: str = '') -> dict:
   """Trains one run (or reads back a finished workdir) and returns its result record."""
   recipe, variant, regime, size, seed = key
   name = run_name(*key)
@@ -174,7 +225,7 @@ def train_one(key: tuple, args, pretrain_dir: str) -> dict:
   wall = None
   if not os.path.exists(path):
     cmd = command(recipe, variant, regime, size, seed, args.steps, args.batch, workdir,
-                  pretrain_dir)
+                  pretrain_dir, concepts)
     rc, wall = _run(cmd, os.path.join(args.runs_dir, f'{name}.log'), args.nice)
     if rc != 0 or not os.path.exists(path):
       raise SystemExit(f'[{name}] failed (exit {rc}); see {os.path.join(args.runs_dir, name)}.log')
@@ -194,12 +245,18 @@ def train_one(key: tuple, args, pretrain_dir: str) -> dict:
 
 
 def plan(args) -> list[tuple]:
-  """The runs asked for, as (recipe, variant, regime, size, seed), cheapest questions first:
-  by seed, then regime, size, recipe, variant."""
+  """The runs asked for, as (recipe, variant, regime, size, seed): the recipes first (by seed,
+  then regime, size, recipe), then with --ablations each recipe's ablations in the
+  --ablation_cells (regime/size pairs), by seed; with --shard i/n every n-th of them from the
+  i-th (for n processes side by side, e.g. one per core)."""
   recipes = [r for r in args.recipes.split(',') if r]
-  variants = {r: [''] + (list(ABLATIONS[r]) if args.ablations else []) for r in recipes}
-  return [(r, v, regime, s, seed) for seed in args.seeds for regime in args.regimes
-          for s in args.sizes for r in recipes for v in variants[r]]
+  runs = [(r, '', regime, s, seed) for seed in args.seeds for regime in args.regimes
+          for s in args.sizes for r in recipes]
+  if args.ablations:
+    runs += [(r, v, regime, s, seed) for seed in args.seeds for regime, s in args.ablation_cells
+             if regime in args.regimes and s in args.sizes for r in recipes for v in ABLATIONS[r]]
+  i, n = args.shard
+  return runs[i::n]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -210,6 +267,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--sizes', default=','.join(SIZES))
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--ablations', action='store_true', help='also run ABLATIONS[recipe]')
+  parser.add_argument('--ablation_cells', default='scratch/quarter',
+                      help='regime/size pairs the ablations run in (comma-separated)')
+  parser.add_argument('--shard', default='0/1', help='i/n: run every n-th planned run from i')
+  parser.add_argument('--teacher_steps', type=int, default=400,
+                      help="steps x 256 of ViCHA's concepts teacher (the plain recipe)")
   parser.add_argument('--steps', type=int, default=240)
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--runs_dir', default='/work/runs/effic')
@@ -228,6 +290,17 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.regimes = [x for x in args.regimes.split(',') if x]
   args.sizes = [x for x in args.sizes.split(',') if x]
   args.seeds = [int(s) for s in args.seeds.split(',') if s]
+  cells = [tuple(c.split('/')) for c in args.ablation_cells.split(',') if c]
+  bad = [c for c in cells if len(c) != 2 or c[0] not in REGIMES or c[1] not in SIZES]
+  if bad:
+    parser.error(f'--ablation_cells: {bad} are not regime/size pairs of {REGIMES} / {list(SIZES)}')
+  args.ablation_cells = cells
+  try:
+    i, n = (int(x) for x in args.shard.split('/'))
+    assert 0 <= i < n
+  except (ValueError, AssertionError):
+    parser.error(f'--shard: {args.shard!r} is not i/n with 0 <= i < n')
+  args.shard = (i, n)
   return args
 
 
@@ -242,10 +315,11 @@ def main(argv=None) -> None:
   pretrain_dir = os.path.join(args.runs_dir, PRETRAIN_NAME)
   if any(k[2] == 'pretrained' for k in runs):
     pretrain_dir = ensure_pretrained(args)
+  concepts = ensure_concepts(args) if any(k[0] == 'vicha' for k in runs) else ''
   t0 = time.time()
   for n, k in enumerate(runs, 1):
     print(f'--- run {n}/{len(runs)} ({(time.time() - t0) / 60:.1f} min so far)', flush=True)
-    rec = train_one(k, args, pretrain_dir)
+    rec = train_one(k, args, pretrain_dir, concepts)
     with open(args.results, 'a') as f:
       f.write(json.dumps(rec) + '\n')
   records = [r for r in report.load(args.results)

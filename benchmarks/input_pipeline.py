@@ -20,11 +20,14 @@ Pipelines (224-px crops, resize target 256, batch --batch; web uses --web_batch)
   bare_view   bare with vlalign's train_view of the bytes in place of decode + crop (windowed
               decode, DCT scaling, crop, flip, normalise to float32): full minus the reader,
               shuffle, skip counting and tokenization
+  bare_view_uint8  256 only: bare_view with uint8 output (data.uint8_batches)
   bare_resize web only: bare with the antialiased resize of the whole image to a 256-px
               shorter side before the crop (what the pipeline did before crop-first decoding)
   full        vlalign's TrainIterator: native record reader (TFRecordDataset, parse + checks as
               TF ops), shuffle, skip counting, windowed decode (+ DCT scaling for web), random
               crop + flip, normalise, per-batch WordPiece tokenization (max_len 64), batch
+  full_uint8  full with data.uint8_batches=True: the crops batched as uint8, normalised in the
+              train step on the accelerator (not counted here: it is not host work)
   full_python 256 only: full with data.tfrecord_reader='python' (records parsed and checked
               in Python, the reader before issue 17)
   full_exact  web only: full with data.dct_scaling=False
@@ -94,6 +97,7 @@ def make_data(data_dir: str, n: int | None = None, kind: str = '256',
   folder = os.path.join(data_dir, f'{kind}-{n}')
   pattern = os.path.join(folder, 'part-*.tfrecord')
   vocab = os.path.join(data_dir, 'vocab-2000.txt')
+  os.makedirs(data_dir, exist_ok=True)
   if not os.path.exists(vocab):
     rng = np.random.default_rng(seed)
     texts = [' '.join(rng.choice(WORDS, rng.integers(5, 21))) for _ in range(2000)]
@@ -158,6 +162,12 @@ def vlalign_view(data, key):
                               dct_scaling=True)
 
 
+def vlalign_view_uint8(data, key):
+  """vlalign_view as data.uint8_batches gives it (uint8 pixels, no normalisation)."""
+  return image_ops.train_view(data, key, resize=256, crop=224, random_crop=True, flip=True,
+                              dct_scaling=True, uint8=True)
+
+
 def rate(iterator, n_batches: int, batch: int) -> float:
   """Examples per second over n_batches (after 4 to warm up)."""
   return rates(iterator, n_batches, batch)[0]
@@ -201,14 +211,18 @@ def run_round(args, kind: str, pattern: str, tok, r: int) -> dict[str, tuple]:
   bares = {'bare': None, 'bare_view': vlalign_view}
   if not web:
     bares['bare_float'] = crop_to_float
+    bares['bare_view_uint8'] = vlalign_view_uint8
   if web:
     bares['bare_resize'] = resize_then_crop
   out = {name: rates(iter(bare(pattern, batch, view).as_numpy_iterator()), n, batch)
          for name, view in bares.items()}
-  fulls = ((('full', True, 'native'), ('full_exact', False, 'native')) if web else
-           (('full', True, 'native'), ('full_python', True, 'python')))
+  fulls = ((('full', True, 'native'), ('full_uint8', True, 'native'),
+            ('full_exact', False, 'native')) if web else
+           (('full', True, 'native'), ('full_uint8', True, 'native'),
+            ('full_python', True, 'python')))
   for name, dct, reader in fulls:
     d = data_config(pattern, batch, 16 if web else 1024, dct, reader)
+    d.uint8_batches = name == 'full_uint8'
     it = pipeline.TrainIterator(d, [sources.resolve(d.sources[0], d)], tok, seed=r)
     out[name] = rates(it, n, batch)
     it.close()
@@ -230,12 +244,13 @@ def summarise(kind: str, rounds: list[dict], cores: int) -> dict:
                  'per_core': round(float(np.median(eps)) / cores, 1),
                  'per_cpu_second': round(float(np.median(cpu)), 1),
                  'rounds': [round(e, 1) for e in eps]}
-  for base in ('bare', 'bare_view', 'bare_resize', 'full_python'):
-    if base in rounds[0]:
-      row[f'full_over_{base}'] = round(float(np.median(
-          [x['full'][0] / x[base][0] for x in rounds])), 3)
-      row[f'full_over_{base}_cpu'] = round(float(np.median(
-          [x['full'][1] / x[base][1] for x in rounds])), 3)
+  for full in ('full', 'full_uint8'):
+    for base in ('bare', 'bare_view', 'bare_resize', 'full_python'):
+      if base in rounds[0] and full in rounds[0]:
+        row[f'{full}_over_{base}'] = round(float(np.median(
+            [x[full][0] / x[base][0] for x in rounds])), 3)
+        row[f'{full}_over_{base}_cpu'] = round(float(np.median(
+            [x[full][1] / x[base][1] for x in rounds])), 3)
   return row
 
 

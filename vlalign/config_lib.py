@@ -95,6 +95,11 @@ def _data_defaults() -> ml_collections.ConfigDict:
       # DCT scale (1/2, 1/4, 1/8) that still covers resize_size, then resized exactly: far
       # cheaper, pixels within a few levels of the full decode (image_ops.resized_crop).
       'dct_scaling': True,
+      # The plain training view leaves the host as uint8 pixels (the crop rounded to 0..255 where
+      # it was resampled) and is normalised by pixel_mean / pixel_std inside the train step, on
+      # the accelerator: no float32 pass per pixel on the host, a quarter of the bytes to copy
+      # (docs/BENCHMARKS.md, "Input pipeline throughput per core"). Off: float32 from the host.
+      'uint8_batches': False,
       'max_len': 32,
       'shuffle_buffer': 4096,
       # Files read together (round-robin) as one group of the stream; the shuffle buffer stays
@@ -404,7 +409,7 @@ def _validate_data_sizes(d: ml_collections.ConfigDict) -> None:
       not d.service_address or re.fullmatch(r'(grpc://)?[^\s:/]+:\d+', d.service_address)),
          'data.service_address', f'must be \'\' or host:port, got {d.service_address!r}')
   _check_int(d.prefetch, 'data.prefetch', 0)
-  for name in ('random_crop', 'flip', 'dct_scaling'):
+  for name in ('random_crop', 'flip', 'dct_scaling', 'uint8_batches'):
     _check(isinstance(d[name], bool), f'data.{name}', f'must be True or False, got {d[name]!r}')
   e = d.embedded
   _check_int(e.seed, 'data.embedded.seed', 0)

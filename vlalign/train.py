@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from vlalign import checkpoint, config_lib, errors, metrics_lib, optim, parallel, perf
 from vlalign import preemption, workdir_lock
 from vlalign.data import concepts as concepts_lib
-from vlalign.data import filters, pipeline
+from vlalign.data import filters, image_ops, pipeline
 from vlalign.data import sources as sources_lib
 from vlalign.data.embedded import generator
 from vlalign.data import tokenizers as tokenizers_lib
@@ -141,6 +141,23 @@ def all_finite(tree: Any) -> jnp.ndarray:
   return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
+def device_images(batch: dict, data_cfg) -> dict:
+  """`batch` with every uint8 image ([n, h, w, 3]: config.data.uint8_batches) normalised as
+  image_ops.normalize does it on the host (the same float32 operations, so the same values),
+  here inside the jitted step, on the accelerator; other entries unchanged."""
+  stats = image_ops.pixel_stats(data_cfg)
+  mean, std = stats['mean'], stats['std']
+
+  def norm(x):
+    if x.dtype != jnp.uint8 or x.ndim != 4:
+      return x
+    x = x.astype(jnp.float32)
+    if mean == image_ops.DEFAULT_MEAN and std == image_ops.DEFAULT_STD:
+      return x / 127.5 - 1.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return {k: norm(v) for k, v in batch.items()}
+
+
 def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_sharding):
   """Jitted (state, batch) -> (state, metrics) with explicit shardings and donated state."""
   nan_steps = tuple(int(s) for s in config.debug.nan_loss_at_steps)
@@ -165,6 +182,7 @@ def make_train_step(config, model, tx, lr_fn, mesh, state_shardings, batch_shard
   decoupled = method.make_value_and_grad(config, model, mesh)
 
   def step_fn(state: TrainState, batch):
+    batch = device_images(batch, config.data)
     rng = jax.random.fold_in(state.rng, state.step)
     if decoupled is None:
       grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

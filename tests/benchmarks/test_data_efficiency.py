@@ -50,7 +50,8 @@ def test_commands_of_both_regimes_and_an_ablation():
       '3', '120', '64', '30')
   assert not any('init_from' in k for k in o)
   pre = _overrides(de.command('clip', '', 'pretrained', 'full', 0, 120, 64, '/w', '/runs/pt'))
-  assert pre['model.image.init_from'] == pre['model.text.init_from'] == 'vlalign:/runs/pt'
+  assert pre['model.text.init_from'] == 'vlalign:/runs/pt'
+  assert pre['model.image.init_from'] == 'vlalign:/runs/pretrain_image'
   assert pre['data.tokenizer.vocab_file'] == '/runs/pt/vocab.txt'
   assert pre['data.embedded.train_sizes.studio'] == '12000'
   abl = _overrides(de.command('brivl', 'queue1', 'scratch', 'full', 0, 120, 64, '/w'))
@@ -59,6 +60,27 @@ def test_commands_of_both_regimes_and_an_ablation():
       'declip-no_iss_pretrained_quarter_s2')
   with pytest.raises(ValueError, match='unknown regime'):
     de.regime_overrides('warm', '/p')
+
+
+def test_plan_runs_recipes_first_ablations_in_their_cells_and_shards_split_it():
+  argv = ['--recipes', 'clip,brivl', '--seeds', '0,1', '--ablations']
+  runs = de.plan(de.parse_args(argv))
+  main = [r for r in runs if not r[1]]
+  assert runs[:len(main)] == main and len(main) == 2 * 2 * 2 * 2  # recipes x regimes x sizes x seeds
+  ablations = runs[len(main):]
+  assert {(r[0], r[2], r[3]) for r in ablations} == {('brivl', 'scratch', 'quarter')}
+  assert len(ablations) == len(de.ABLATIONS['brivl']) * 2
+  cells = de.plan(de.parse_args(argv + ['--ablation_cells', 'pretrained/full,scratch/full']))
+  assert {(r[2], r[3]) for r in cells if r[1]} == {('pretrained', 'full'), ('scratch', 'full')}
+  halves = [de.plan(de.parse_args(argv + ['--shard', f'{i}/2'])) for i in (0, 1)]
+  assert sorted(halves[0] + halves[1]) == sorted(runs) and not set(halves[0]) & set(halves[1])
+  for bad in (['--shard', '2/2'], ['--shard', 'x'], ['--ablation_cells', 'warm/full']):
+    with pytest.raises(SystemExit):
+      de.parse_args(bad)
+  vicha = _overrides(de.command('vicha', '', 'scratch', 'full', 0, 8, 16, '/w', '', '/c.jsonl'))
+  assert vicha['method.vicha.concepts_file'] == '/c.jsonl'
+  clip = _overrides(de.command('clip', '', 'scratch', 'full', 0, 8, 16, '/w', '', '/c.jsonl'))
+  assert not any('concepts' in k for k in clip)
 
 
 def _apply(config, overrides: dict) -> None:
@@ -77,6 +99,7 @@ def _apply(config, overrides: dict) -> None:
 def test_every_ablation_and_the_pretrained_regime_give_a_valid_config(tmp_path):
   pretrain = tmp_path / 'pt'
   (pretrain / 'checkpoints').mkdir(parents=True)
+  (tmp_path / 'pretrain_image' / 'checkpoints').mkdir(parents=True)
   (pretrain / 'vocab.txt').write_text('[PAD]\n[UNK]\nred\n')
   for recipe, variants in de.ABLATIONS.items():
     cfg_file, _, arg = de.RECIPES[recipe][0].partition(':')
@@ -85,7 +108,7 @@ def test_every_ablation_and_the_pretrained_regime_give_a_valid_config(tmp_path):
       cmd = de.command(recipe, variant, 'pretrained', 'quarter', 0, 240, 256, '/w', str(pretrain))
       config = module.get_config(arg)
       _apply(config, _overrides(cmd))
-      assert config.model.image.init_from == f'vlalign:{pretrain}'
+      assert config.model.text.init_from == f'vlalign:{pretrain}'
       if recipe in ('clip', 'declip', 'zerovl', 'brivl'):  # vicha needs its concepts file
         config_lib.validate(config)
 

@@ -24,9 +24,10 @@ def _config(name: str, arg: str):
 
 
 def test_pretrain_config_validates_with_only_the_unimodal_losses():
-  for arg in ('', 'tiny'):
+  for arg in ('', 'image', 'tiny'):
     config = _config('pretrain_towers.py', arg)
     config_lib.validate(config)
+    assert config.optimizer.lr == (1e-4 if arg == 'image' else 3e-3)
     assert config.method.name == 'declip'
     assert dict(config.method.declip.weights) == {'mvs': 0.0, 'nns': 0.0, 'iss': 1.0, 'tss': 1.0}
   # the towers are those of the recipes' small configs, so init_from fits them

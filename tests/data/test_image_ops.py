@@ -134,6 +134,36 @@ def test_crop_first_equals_resize_then_crop(h, w, path, encoding):
   np.testing.assert_allclose(eval_got, eval_want, atol=1e-2 if path == 'shrink' else 0)
 
 
+@pytest.mark.parametrize('h,w,path', _PATHS)
+def test_uint8_view_is_the_float_view_rounded(h, w, path):
+  """data.uint8_batches: the view as uint8 is the float view's pixels, exactly where no resampling
+  happens ('same'), rounded to the nearest level otherwise (grey views within one); normalised in the train step
+  (train.device_images, jax.numpy) it gives image_ops.normalize's values."""
+  from vlalign import config_lib, train  # pylint: disable=import-outside-toplevel
+  data = tf.io.encode_jpeg(_photo(h, w), quality=90)
+  for k in range(3):
+    key = tf.constant([5, k], tf.int64)
+    kw = dict(resize=64, crop=56, random_crop=True, flip=True, dct_scaling=True,
+              grayscale=0.0 if path == 'same' else 0.5)
+    flt = image_ops.train_view(data, key, **kw).numpy()
+    u8 = image_ops.train_view(data, key, uint8=True, **kw)
+    assert u8.dtype == tf.uint8
+    levels = flt * 127.5 + 127.5
+    if path == 'same':
+      np.testing.assert_array_equal(u8.numpy(), np.round(levels).astype(np.uint8))
+      np.testing.assert_array_equal(image_ops.normalize(u8).numpy(), flt)
+    else:
+      # grey views: the luminance of rounded pixels, rounded (within a level)
+      np.testing.assert_allclose(u8.numpy(), levels, atol=1.0 + 1e-3)
+    d = config_lib.base_config().data
+    for mean, std in ((d.pixel_mean, d.pixel_std), (image_ops.CLIP_MEAN, image_ops.CLIP_STD)):
+      d.pixel_mean, d.pixel_std = mean, std
+      on_device = train.device_images({'image': u8.numpy()[None], 'tokens': np.ones((1, 4))}, d)
+      np.testing.assert_allclose(np.asarray(on_device['image'][0]),
+                                 image_ops.normalize(u8, mean, std).numpy(), atol=1e-6)
+      assert on_device['tokens'].dtype == np.float64  # not an image: untouched
+
+
 def test_dct_ratio_is_the_smallest_scale_covering_the_target():
   """1/r with r in 1, 2, 4, 8: the shorter side divided by r still covers the resize target."""
   cases = {(256, 341): 1, (511, 700): 1, (512, 700): 2, (900, 700): 2, (1024, 1500): 4,
@@ -185,7 +215,8 @@ def _write_shard(path, images: list[np.ndarray]) -> None:
 def test_config_dct_scaling_reaches_the_training_views(tmp_path, small_dataset, dct):
   """config.data.dct_scaling picks the training view of a large JPEG: the pipeline's batch
   equals train_view of the record's bytes keyed on (seed, index) with that setting, and the two
-  settings give different pixels."""
+  settings give different pixels. With dct also data.uint8_batches: the batch is train_view's
+  uint8 pixels."""
   from vlalign import config_lib  # pylint: disable=import-outside-toplevel
   from vlalign.data import pipeline, sources  # pylint: disable=import-outside-toplevel
   from vlalign.data.text import WordpieceTokenizer  # pylint: disable=import-outside-toplevel
@@ -193,7 +224,7 @@ def test_config_dct_scaling_reaches_the_training_views(tmp_path, small_dataset, 
   _write_shard(tmp_path / 'big.tfrecord', images)
   d = config_lib.base_config().data
   d.global_batch, d.image_size, d.resize_size, d.max_len, d.shuffle_buffer = 4, 120, 128, 16, 1
-  d.flip, d.dct_scaling = True, dct
+  d.flip, d.dct_scaling, d.uint8_batches = True, dct, dct
   src = sources.Source('tfrecord:big', 'tfrecord', files=[str(tmp_path / 'big.tfrecord')])
   it = pipeline.TrainIterator(d, [src], WordpieceTokenizer(small_dataset['vocab'], 16), seed=7)
   got = next(it)['image']
@@ -203,7 +234,9 @@ def test_config_dct_scaling_reaches_the_training_views(tmp_path, small_dataset, 
     data = tf.io.encode_jpeg(img, quality=90)
     key = tf.constant([7, i], tf.int64)
     kw = dict(resize=128, crop=120, random_crop=True, flip=True)
-    want = image_ops.train_view(data, key, dct_scaling=dct, **kw).numpy()
+    want = image_ops.train_view(data, key, dct_scaling=dct, uint8=dct, **kw).numpy()
+    assert got.dtype == (np.uint8 if dct else np.float32)
     np.testing.assert_array_equal(got[i], want)
     other = image_ops.train_view(data, key, dct_scaling=not dct, **kw).numpy()
+    other = other * 127.5 + 127.5 if dct else other
     assert np.abs(other - want).mean() > 1e-3

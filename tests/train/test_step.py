@@ -77,3 +77,20 @@ def test_non_finite_updated_parameters_are_dropped(eps, lr, bad_step):
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
   assert train.all_finite(state.params)
+
+
+def test_uint8_images_are_normalised_inside_the_step():
+  """config.data.uint8_batches: a batch of uint8 pixels trains as the host-normalised float32
+  batch does (train.device_images, inside the jitted step)."""
+  config = _tiny_config()
+  rng = np.random.RandomState(3)
+  pixels = rng.randint(0, 256, (16, 16, 16, 3)).astype(np.uint8)
+  tokens = rng.randint(1, 50, (16, 8)).astype(np.int32)
+  out = []
+  for image in (pixels.astype(np.float32) / 127.5 - 1.0, pixels):
+    state, step = _setup(config)
+    state, metrics = step(state, {'image': image, 'tokens': tokens})
+    out.append((float(metrics['train/loss']), jax.device_get(state.params)))
+  np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

@@ -103,31 +103,37 @@ def _window(off: tf.Tensor, crop: int, scale: tf.Tensor, size: tf.Tensor):
   return lo, hi
 
 
-def _resample(src, origin, ratio, geometry, off, crop: int, flip_seed=None) -> tf.Tensor:
-  """float32 [crop, crop, 3]: the window at `off` of the resized image, computed from `src`, the
-  part from `origin` of the image decoded at 1/`ratio`, flipped at random by `flip_seed`.
-  Enlarging (whole image given) keeps resize_shorter's plain bilinear; an image already at
-  size is sliced (and flipped before the float conversion); shrinking resamples only the
+def _resample(src, origin, ratio, geometry, off, crop: int, flip_seed=None,
+              dtype=tf.float32) -> tf.Tensor:
+  """[crop, crop, 3] of `dtype` (float32 0..255, or uint8 rounded): the window at `off` of the
+  resized image, computed from `src`, the part from `origin` of the image decoded at
+  1/`ratio`, flipped at random by `flip_seed`. Enlarging (whole image given) keeps
+  resize_shorter's plain bilinear; an image already at size is sliced (and flipped before any
+  conversion; as uint8 it is the decoded pixels themselves); shrinking resamples only the
   window with tf.image.resize's antialiased kernel (equal to resize-then-crop up to float
   round-off)."""
   new, factor, scale = geometry
   start = tf.concat([off - origin, [0]], 0)
   mirror = lambda x: x if flip_seed is None else tf.image.stateless_random_flip_left_right(
       x, seed=flip_seed)  # the same draw for any dtype
+  # Resampled pixels as uint8: rounded to the nearest level (ties away from zero) and clipped.
+  out_type = ((lambda x: tf.cast(x, tf.float32)) if dtype == tf.float32 else
+              (lambda x: tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)))
 
   def enlarge():
-    return mirror(tf.slice(tf.image.resize(src, new, antialias=False), start, [crop, crop, 3]))
+    return out_type(mirror(tf.slice(tf.image.resize(src, new, antialias=False), start,
+                                    [crop, crop, 3])))
 
   def same():
-    return tf.cast(mirror(tf.slice(src, start, [crop, crop, 3])), tf.float32)
+    return tf.cast(mirror(tf.slice(src, start, [crop, crop, 3])), dtype)
 
   def shrink():
     s = scale * tf.cast(ratio, tf.float32)
     t = tf.cast(origin, tf.float32) * s - tf.cast(off, tf.float32)
     # tf.image.resize(antialias=True) is this op with translation 0.
-    return mirror(tf.raw_ops.ScaleAndTranslate(images=src[None], size=[crop, crop], scale=s,
-                                               translation=t, kernel_type='triangle',
-                                               antialias=True)[0])
+    return out_type(mirror(tf.raw_ops.ScaleAndTranslate(
+        images=src[None], size=[crop, crop], scale=s, translation=t, kernel_type='triangle',
+        antialias=True)[0]))
 
   out = tf.case([(factor > 1.0, enlarge), (tf.equal(factor, 1.0), same)], default=shrink)
   out.set_shape([crop, crop, 3])
@@ -135,7 +141,7 @@ def _resample(src, origin, ratio, geometry, off, crop: int, flip_seed=None) -> t
 
 
 def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixels: int,
-               flip_seed=None):
+               flip_seed=None, dtype=tf.float32):
   """resized_crop of JPEG bytes: decodes only the window the crop needs (decode_and_crop_jpeg),
   at the smallest DCT scale that still covers `resize` when `dct_scaling`."""
   hw = tf.image.extract_jpeg_shape(data)[:2]
@@ -160,12 +166,14 @@ def _crop_jpeg(data, resize: int, crop: int, place, dct_scaling: bool, max_pixel
     else:
       src = branches[0]()
   src.set_shape([None, None, 3])
-  return _resample(src, lo, ratio, geometry, off, crop, flip_seed)
+  return _resample(src, lo, ratio, geometry, off, crop, flip_seed, dtype)
 
 
 def resized_crop(img: tf.Tensor, resize: int, crop: int, place, *, dct_scaling: bool = False,
-                 max_pixels: int = MAX_PIXELS, flip_seed: tf.Tensor | None = None) -> tf.Tensor:
-  """float32 (0..255) [crop, crop, 3]: the crop x crop window at `place(new size)` of `img`
+                 max_pixels: int = MAX_PIXELS, flip_seed: tf.Tensor | None = None,
+                 dtype=tf.float32) -> tf.Tensor:
+  """float32 (0..255; or uint8 with `dtype`, see _resample) [crop, crop, 3]: the crop x crop
+  window at `place(new size)` of `img`
   resized so its shorter side is `resize`, i.e. resize_shorter then crop, without resizing
   the rest. `img` is uint8 [h, w, 3] or encoded bytes; JPEG bytes are decoded only in the
   window, and with `dct_scaling` a large JPEG at the smallest DCT scale that still covers
@@ -175,36 +183,41 @@ def resized_crop(img: tf.Tensor, resize: int, crop: int, place, *, dct_scaling: 
     hw = tf.shape(img)[:2]
     geometry = shorter_side_geometry(hw, resize)
     return _resample(img, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop,
-                     flip_seed)
+                     flip_seed, dtype)
 
   def other():
     full = decode(img, max_pixels)
     geometry = shorter_side_geometry(tf.shape(full)[:2], resize)
     return _resample(full, tf.zeros([2], tf.int32), 1, geometry, place(geometry[0]), crop,
-                     flip_seed)
+                     flip_seed, dtype)
 
   return tf.cond(tf.io.is_jpeg(img), lambda: _crop_jpeg(
-      img, resize, crop, place, dct_scaling, max_pixels, flip_seed), other)
+      img, resize, crop, place, dct_scaling, max_pixels, flip_seed, dtype), other)
 
 
 def train_view(img: tf.Tensor, seed: tf.Tensor, *, resize: int, crop: int, random_crop: bool,
                flip: bool, grayscale: float = 0.0, mean=DEFAULT_MEAN, std=DEFAULT_STD,
-               dct_scaling: bool = False, max_pixels: int = MAX_PIXELS) -> tf.Tensor:
+               dct_scaling: bool = False, max_pixels: int = MAX_PIXELS,
+               uint8: bool = False) -> tf.Tensor:
   """ALIGN-style train view: resize shorter side, random (or centre) crop, optional flip; with
   probability `grayscale` the view is turned to grey (the same grey in all three channels).
-  `img` is a decoded uint8 image or, cheaper, the encoded bytes (see `resized_crop`)."""
+  `img` is a decoded uint8 image or, cheaper, the encoded bytes (see `resized_crop`). Float32
+  normalised by mean / std, or with `uint8` the pixels (train.device_images does the rest)."""
   seeds = tf.random.experimental.stateless_split(seed, 2)
   if random_crop:
     place = lambda new: random_offset(new, crop, seeds[0])
   else:
     place = lambda new: (new - crop) // 2
   img = resized_crop(img, resize, crop, place, dct_scaling=dct_scaling, max_pixels=max_pixels,
-                     flip_seed=seeds[1] if flip else None)
+                     flip_seed=seeds[1] if flip else None,
+                     dtype=tf.uint8 if uint8 else tf.float32)
   if grayscale:
     # Its own stream (fold_in), so crops and flips stay those of a run without it.
     u = tf.random.stateless_uniform([], seed=tf.random.experimental.stateless_fold_in(seed, 3))
-    img = tf.where(u < grayscale, to_grey(img), img)
-  return normalize(img, mean, std)
+    grey = to_grey(tf.cast(img, tf.float32))
+    grey = tf.cast(tf.round(grey), tf.uint8) if uint8 else grey
+    img = tf.where(u < grayscale, grey, img)
+  return img if uint8 else normalize(img, mean, std)
 
 
 def to_grey(img: tf.Tensor) -> tf.Tensor:

@@ -137,7 +137,7 @@ def good_examples(stream: tf.data.Dataset, data_cfg, *, seed: int, source_id: in
           e['image'] if decoded is None else decoded, key, resize=data_cfg.resize_size,
           crop=data_cfg.image_size, random_crop=data_cfg.random_crop, flip=data_cfg.flip,
           grayscale=data_cfg.grayscale, dct_scaling=data_cfg.get('dct_scaling', True),
-          **image_ops.pixel_stats(data_cfg))
+          uint8=data_cfg.get('uint8_batches', False), **image_ops.pixel_stats(data_cfg))
       out['image'].set_shape([data_cfg.image_size, data_cfg.image_size, 3])
     if extra:
       out.update(views.extra_views(data_cfg.views, decoded, e['text'], key, tokenizer,
