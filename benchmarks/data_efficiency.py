@@ -329,7 +329,7 @@ def main(argv=None) -> None:
   records = [r for r in report.load(args.results)
              if r['steps'] == args.steps and r['batch'] == args.batch]
   meta = report.meta(argv, args.steps, args.batch)
-  report.write(args.table, report.table(records, meta, ABLATIONS))
+  report.write(args.table, report.table(records, meta, ABLATIONS, args.ablation_cells))
   plot_data_efficiency.plot(records, args.plot)
   print(json.dumps({'runs': len(records), 'table': args.table, 'plot': args.plot}))
 
