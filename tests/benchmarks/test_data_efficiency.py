@@ -141,7 +141,10 @@ def test_table_rows_target_ablations_curves_missing_and_plot(tmp_path):
   assert f'| zerovl | no_mixup (without coin-flip mixup) | scratch | full | 3 |' in text
   assert f'| {delta:+.1f} |' in text
   assert '| clip pretrained full | 1.0 | 2.0 |' in text  # mean of seeds 0, 1, 2 per step
-  assert 'declip/scratch/full' in text and 'zerovl-no_debiased/pretrained/quarter' in text
+  assert 'declip/scratch/full' in text and 'zerovl-no_debiased/scratch/quarter' in text
+  assert 'zerovl-no_debiased/pretrained/quarter' not in text  # ablations: their cells only
+  assert 'zerovl-no_debiased/pretrained/quarter' in report.table(
+      recs, meta, de.ABLATIONS, (('pretrained', 'quarter'),))
   assert 'zerovl-no_mixup/scratch/full' not in text.split('## Missing cells')[1].split('##')[0]
   assert text.count('| clip_') == 12  # every raw run listed
   path = tmp_path / 'p.png'
