@@ -19,10 +19,10 @@ captions are those of the full embedded training set, used as two unpaired colle
 unimodal pretraining data is abundant; the benchmark's `quarter` limits only the aligned pairs).
 
 get_config(arg): arg is a comma-separated list of options:
-  (none)  120 steps x 256 (half the alignment budget of the benchmark's 240 steps: what fitted
-          the shared 2-core machine of 2026-12-02, where a step took about 15 s), lr 3e-3 (the
-          demo's) after 10 warm-up steps, evaluated once at the end (its held-out retrieval and
-          zero-shot numbers stay near chance: nothing aligns the towers).
+  (none)  120 steps x 256 (60% of the benchmark's alignment budget of 200 x 256; about 2 min
+          on 2 idle cores), lr 3e-3 (the demo's) after 10 warm-up steps, evaluated once at the
+          end (its held-out retrieval and zero-shot numbers stay near chance: nothing aligns the
+          towers); the run the benchmark takes the text tower from.
   image   the same at lr 1e-4: the run the benchmark takes the image tower from. At the
           demo's 3e-3 SimSiam collapses (2026-12-02, seed 0, 300 held-out images: the tower's
           features have mean pairwise cosine 0.99999 and per-dimension std 0.0003; 3e-4: 0.964 /
