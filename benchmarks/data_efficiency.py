@@ -4,7 +4,8 @@ the same budget (steps x global batch), several seeds each.
 
 python benchmarks/data_efficiency.py [--recipes clip,zerovl,declip,brivl,vicha]
     [--regimes scratch,pretrained] [--sizes full,quarter] [--seeds 0,1,2] [--ablations]
-    [--steps 240] [--batch 256] [--runs_dir /work/runs/effic] [--nice 15]
+    [--ablation_cells scratch/quarter] [--variants V,..] [--shard i/n] [--teacher_steps 400]
+    [--steps 200] [--batch 256] [--runs_dir /work/runs/effic] [--nice 15]
     [--results benchmarks/results/data_efficiency.jsonl] [--table docs/DATA_EFFICIENCY.md]
     [--plot docs/data_efficiency.png] [--report_only]
 
@@ -258,7 +259,8 @@ def plan(args) -> list[tuple]:
           for s in args.sizes for r in recipes]
   if args.ablations:
     runs += [(r, v, regime, s, seed) for seed in args.seeds for regime, s in args.ablation_cells
-             if regime in args.regimes and s in args.sizes for r in recipes for v in ABLATIONS[r]]
+             if regime in args.regimes and s in args.sizes for r in recipes for v in ABLATIONS[r]
+             if not args.variants or v in args.variants]
   i, n = args.shard
   return runs[i::n]
 
@@ -273,10 +275,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--ablations', action='store_true', help='also run ABLATIONS[recipe]')
   parser.add_argument('--ablation_cells', default='scratch/quarter',
                       help='regime/size pairs the ablations run in (comma-separated)')
+  parser.add_argument('--variants', default='',
+                      help='with --ablations: only these ablations (comma-separated; default all)')
   parser.add_argument('--shard', default='0/1', help='i/n: run every n-th planned run from i')
   parser.add_argument('--teacher_steps', type=int, default=400,
                       help="steps x 256 of ViCHA's concepts teacher (the plain recipe)")
-  parser.add_argument('--steps', type=int, default=240)
+  parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--batch', type=int, default=256)
   parser.add_argument('--runs_dir', default='/work/runs/effic')
   parser.add_argument('--nice', type=int, default=15, help='niceness of the runs (0: none)')
@@ -294,6 +298,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.regimes = [x for x in args.regimes.split(',') if x]
   args.sizes = [x for x in args.sizes.split(',') if x]
   args.seeds = [int(s) for s in args.seeds.split(',') if s]
+  args.variants = [v for v in args.variants.split(',') if v]
+  known = {v for r in args.recipes.split(',') if r in ABLATIONS for v in ABLATIONS[r]}
+  if set(args.variants) - known:
+    parser.error(f'--variants: unknown {sorted(set(args.variants) - known)}; known: {sorted(known)}')
   cells = [tuple(c.split('/')) for c in args.ablation_cells.split(',') if c]
   bad = [c for c in cells if len(c) != 2 or c[0] not in REGIMES or c[1] not in SIZES]
   if bad:

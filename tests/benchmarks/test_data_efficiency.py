@@ -72,9 +72,12 @@ def test_plan_runs_recipes_first_ablations_in_their_cells_and_shards_split_it():
   assert len(ablations) == len(de.ABLATIONS['brivl']) * 2
   cells = de.plan(de.parse_args(argv + ['--ablation_cells', 'pretrained/full,scratch/full']))
   assert {(r[2], r[3]) for r in cells if r[1]} == {('pretrained', 'full'), ('scratch', 'full')}
+  only = de.plan(de.parse_args(argv + ['--variants', 'queue1']))
+  assert [r for r in only if r[1]] == [r for r in ablations if r[1] == 'queue1']
   halves = [de.plan(de.parse_args(argv + ['--shard', f'{i}/2'])) for i in (0, 1)]
   assert sorted(halves[0] + halves[1]) == sorted(runs) and not set(halves[0]) & set(halves[1])
-  for bad in (['--shard', '2/2'], ['--shard', 'x'], ['--ablation_cells', 'warm/full']):
+  for bad in (['--shard', '2/2'], ['--shard', 'x'], ['--ablation_cells', 'warm/full'],
+              ['--recipes', 'clip', '--variants', 'queue1']):
     with pytest.raises(SystemExit):
       de.parse_args(bad)
   vicha = _overrides(de.command('vicha', '', 'scratch', 'full', 0, 8, 16, '/w', '', '/c.jsonl'))
