@@ -62,15 +62,16 @@ def _curves(ax, records: list[dict]) -> None:
     for step, v in rec.get('curve', {}).get('rsum', []):
       groups.setdefault(report.key(rec)[:4], {}).setdefault(step, []).append(v)
   styles = {'full': '-', 'quarter': '--'}
+  colours = {r: f'C{i}' for i, r in enumerate(report.RECIPES)}  # one colour per recipe
   for k, g in sorted(groups.items()):
     steps = sorted(g)
     marker = 'o' if k[2] == 'pretrained' else 's'
     ax.plot(steps, [statistics.fmean(g[s]) for s in steps], styles[k[3]], marker=marker,
-            markersize=4, label=f'{k[0]} {k[2]} {k[3]}')
+            markersize=4, color=colours.get(k[0]), label=f'{k[0]} {k[2]} {k[3]}')
   ax.axhline(CHANCE_RSUM, ls=':', color='gray', label='chance')
   ax.set_xlabel('training step')
   ax.set_ylabel('held-out retrieval RSUM (mean over seeds)')
-  ax.set_title('learning curves (o pretrained, s scratch; -- quarter)')
+  ax.set_title('learning curves (colour: recipe; o pretrained, s scratch; -- quarter)')
   if groups:
     ax.legend(fontsize=7)
 
