@@ -71,6 +71,8 @@ ABLATIONS = {
         'no_debiased': (['data.mixing=weighted'], 'per-example mixing instead of debiased sampling'),
         'no_text_aug': (['data.zerovl_text_aug=0.0'], 'without text augmentation'),
         'no_accum': (['grad_accum.micro_batches=1'], 'one batch instead of 2 micro-batches'),
+        'learned_temp': (['model.temperature_init=0.07', 'model.learn_temperature=True'],
+                         "the demo's temperature (learned from 0.07) instead of a fixed 0.02"),
     },
     'declip': {
         'no_iss': (['method.declip.weights.iss=0.0'], 'without image SimSiam'),
