@@ -161,9 +161,10 @@ def ensure_concepts(args) -> str:
     print(f'[concepts_teacher] done in {wall / 60:.1f} min', flush=True)
   cmd = [sys.executable, '-m', 'vlalign.tools.concepts', f'--workdir={teacher}',
          f'--output={out}.tmp']
-  rc, _ = _run(cmd, os.path.join(args.runs_dir, 'vicha_concepts.log'), args.nice)
+  log = os.path.join(args.runs_dir, 'vicha_concepts.log')
+  rc, _ = _run(cmd, log, args.nice)
   if rc != 0:
-    raise SystemExit(f'[vicha concepts] failed (exit {rc}); see {out}.log')
+    raise SystemExit(f'[vicha concepts] failed (exit {rc}); see {log}')
   os.replace(out + '.tmp', out)
   return out
 
@@ -275,7 +276,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--sizes', default=','.join(SIZES))
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--ablations', action='store_true', help='also run ABLATIONS[recipe]')
-  parser.add_argument('--ablation_cells', default='scratch/quarter',
+  parser.add_argument('--ablation_cells',
+                      default=','.join('/'.join(c) for c in report.ABLATION_CELLS),
                       help='regime/size pairs the ablations run in (comma-separated)')
   parser.add_argument('--variants', default='',
                       help='with --ablations: only these ablations (comma-separated; default all)')

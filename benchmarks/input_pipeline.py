@@ -216,13 +216,14 @@ def run_round(args, kind: str, pattern: str, tok, r: int) -> dict[str, tuple]:
     bares['bare_resize'] = resize_then_crop
   out = {name: rates(iter(bare(pattern, batch, view).as_numpy_iterator()), n, batch)
          for name, view in bares.items()}
-  fulls = ((('full', True, 'native'), ('full_uint8', True, 'native'),
-            ('full_exact', False, 'native')) if web else
-           (('full', True, 'native'), ('full_uint8', True, 'native'),
-            ('full_python', True, 'python')))
-  for name, dct, reader in fulls:
+  # (name, dct_scaling, reader, uint8_batches)
+  fulls = ((('full', True, 'native', False), ('full_uint8', True, 'native', True),
+            ('full_exact', False, 'native', False)) if web else
+           (('full', True, 'native', False), ('full_uint8', True, 'native', True),
+            ('full_python', True, 'python', False)))
+  for name, dct, reader, uint8 in fulls:
     d = data_config(pattern, batch, 16 if web else 1024, dct, reader)
-    d.uint8_batches = name == 'full_uint8'
+    d.uint8_batches = uint8
     it = pipeline.TrainIterator(d, [sources.resolve(d.sources[0], d)], tok, seed=r)
     out[name] = rates(it, n, batch)
     it.close()

@@ -143,8 +143,9 @@ def all_finite(tree: Any) -> jnp.ndarray:
 
 def device_images(batch: dict, data_cfg) -> dict:
   """`batch` with every uint8 image ([n, h, w, 3]: config.data.uint8_batches) normalised as
-  image_ops.normalize does it on the host (the same float32 operations, so the same values),
-  here inside the jitted step, on the accelerator; other entries unchanged."""
+  image_ops.normalize does it on the host (the same float32 formula; XLA may fuse it, so equal
+  to float round-off), here inside the jitted step, on the accelerator; other entries
+  unchanged."""
   stats = image_ops.pixel_stats(data_cfg)
   mean, std = stats['mean'], stats['std']
 
