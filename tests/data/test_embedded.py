@@ -103,3 +103,24 @@ def test_single_object_pixels_have_its_colour(style):
     assert len(saturated) > 10
     dists = [np.abs(saturated - np.array(rgb)).sum(1).mean() for rgb in scenes.RGB]
     assert int(np.argmin(dists)) == objs[0].color
+
+
+def test_a_second_writer_keeps_the_first_writers_copy(tmp_path, monkeypatch):
+  """Two processes generating the same dataset into one shared cache: the one that finishes
+  second drops its copy instead of replacing the folder the first one's readers use."""
+  tiny = dict(train_sizes={'studio': 12}, heldout_size=8, num_shards=1, vocab_size=60)
+  first = generator.ensure_dataset(str(tmp_path), seed=0, **tiny)
+  manifest = os.path.join(first['dir'], 'manifest.json')
+  before = {f: os.stat(os.path.join(first['dir'], f)).st_ino for f in os.listdir(first['dir'])}
+  real_exists, calls = os.path.exists, []
+
+  def late(path):  # the first writer's manifest lands just after each of the second's checks
+    calls.append(path)
+    return False if path == manifest else real_exists(path)
+
+  monkeypatch.setattr(generator.os.path, 'exists', late)
+  second = generator.ensure_dataset(str(tmp_path), seed=0, **tiny)
+  assert second['dir'] == first['dir'] and manifest in calls
+  after = {f: os.stat(os.path.join(first['dir'], f)).st_ino for f in os.listdir(first['dir'])}
+  assert after == before  # the same files, not replaced
+  assert not [d for d in os.listdir(tmp_path) if d.startswith('.partial')]

@@ -130,12 +130,14 @@ def ensure_dataset(cache_dir: str, *, seed: int = 0, train_sizes: dict | None = 
     try:
       _generate(tmp, args, build_vocab)
       os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-      if os.path.exists(manifest):  # another process finished first
+      try:
+        # Atomic, and refused when `final` is a non-empty folder: a process that finished
+        # first keeps its copy (which others may be reading), this one drops its own.
+        os.rename(tmp, final)
+      except OSError:
+        if not os.path.isfile(manifest):
+          raise
         shutil.rmtree(tmp)
-      else:
-        if os.path.exists(final):
-          shutil.rmtree(final)
-        os.replace(tmp, final)
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
