@@ -22,7 +22,8 @@ get_config(arg): arg is a comma-separated list.
   small   the demo's towers and budget (configs/demo.py: 600 steps of 512) with ZeroVL's pieces:
           debiased sampling over the embedded data's two sources, mixup, text augmentation and
           2 decoupled micro-batches and ZeroVL's fixed temperature 0.02, so its held-out numbers
-          compare with the plain demo's.
+          compare with the plain demo's. From random towers at the demo's lr the fixed 0.02 with
+          debiased sampling collapses the towers (docs/DATA_EFFICIENCY.md, the ZeroVL probes).
   tiny    a seconds-long variant of `small` for the tests.
 """
 
